@@ -1,0 +1,1 @@
+"""kapso-sink: a durable, event-sourced store for Kapso WhatsApp webhooks."""

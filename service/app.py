@@ -1,0 +1,67 @@
+"""The app factory: settings in, a wired aiohttp application out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from service import db, keys, middleware, ops
+from service.log.writer import LogWriter
+from service.settings import Settings, webhook_secrets
+from service.webhooks import routes as webhook_routes
+from service.webhooks.signature import Keyring
+
+log = structlog.get_logger("service.app")
+
+
+def create_app(settings: Settings, dsn: str) -> web.Application:
+    """Build the application; the pool, migrations and writer start with it."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[middleware.request_context]
+    )
+    app[keys.settings] = settings
+    app[keys.dsn] = dsn
+    secrets, secret_file = webhook_secrets(settings)
+    app[keys.keyring] = Keyring.from_secrets(secrets)
+    if secret_file is not None:
+        log.info("webhook_secret_file", path=str(secret_file.resolve()))
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_writer)
+    webhook_routes.setup(app)
+    ops.setup(app)
+    return app
+
+
+async def _database(app: web.Application):
+    settings = app[keys.settings]
+    pool = await _connect(app[keys.dsn], settings.pool_size)
+    async with pool.acquire() as conn:
+        await db.migrate(conn)
+    app[keys.pool] = pool
+    yield
+    await pool.close()
+
+
+async def _connect(dsn: str, size: int, attempts: int = 30):
+    for attempt in range(1, attempts + 1):
+        try:
+            return await db.create_pool(dsn, size=size)
+        except (OSError, asyncio.TimeoutError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database_unreachable", attempt=attempt, error=type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+
+async def _writer(app: web.Application):
+    settings = app[keys.settings]
+    writer = LogWriter(
+        app[keys.pool], batch_max=settings.batch_max, commit_timeout=settings.commit_timeout
+    )
+    writer.start()
+    app[keys.writer] = writer
+    yield
+    await writer.close()
+    log.info("writer_closed", stored=writer.stats.stored, duplicates=writer.stats.duplicates)

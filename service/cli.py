@@ -1,0 +1,114 @@
+"""The `kapso-sink` command: serve, migrate, and the operational subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import structlog
+
+from service import logs
+from service.settings import ConfigError, Settings, load
+
+log = structlog.get_logger("service.cli")
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The DSN to use: DATABASE_URL, or a project-local embedded server started for the block."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    from service.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir / "pg")
+    dsn = server.start()
+    try:
+        yield dsn
+    finally:
+        server.stop_if_started()
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from service.app import create_app
+
+    with database(settings) as dsn:
+        app = create_app(settings, dsn)
+        log.info("serving", host=settings.host, port=settings.port)
+        web.run_app(
+            app, host=settings.host, port=settings.port, loop=new_loop(), access_log=None,
+            print=None, shutdown_timeout=settings.commit_timeout + 2, handle_signals=True,
+        )
+    log.info("stopped")
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from service import db
+
+    async def run(dsn: str) -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as dsn:
+        applied = asyncio.run(run(dsn))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics import simulator
+
+    return asyncio.run(simulator.run(args))
+
+
+COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "simulate": cmd_simulate}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kapso-sink", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the webhook sink and query API (default)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    sim = sub.add_parser("simulate", help="send realistic signed Kapso traffic to a sink")
+    try:
+        from analytics import simulator
+
+        simulator.add_arguments(sim)
+    except ImportError:  # pragma: no cover
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        settings = load()
+    except ConfigError as exc:
+        print(f"kapso-sink: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    return COMMANDS[command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Pool, migrations runner and the named-query loader."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import MappingProxyType
+
+import asyncpg
+import orjson
+import structlog
+
+log = structlog.get_logger("service.db")
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+QUERIES_DIR = SQL_DIR / "queries"
+_MIGRATION_LOCK = 7263500
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
+
+
+def load_queries(folder: Path = QUERIES_DIR) -> MappingProxyType:
+    """Parse every `-- name: x` statement under `folder` into a read-only mapping."""
+    queries: dict[str, str] = {}
+    for path in sorted(folder.glob("*.sql")):
+        parts = _NAME.split(path.read_text())
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise ValueError(f"duplicate query name {name!r} in {path.name}")
+            lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
+            queries[name] = "\n".join(lines).strip().rstrip(";")
+    return MappingProxyType(queries)
+
+
+Q = load_queries()
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every numbered migration file, in order."""
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        version = int(path.name.split("_", 1)[0])
+        found.append((version, path.stem, path.read_text()))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError("duplicate migration version")
+    return found
+
+
+def latest_version() -> int:
+    return max(v for v, _, _ in migrations())
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations under an advisory lock; return the names applied."""
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied_now.append(name)
+            log.info("migration_applied", version=version, name=name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied_now
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The highest applied migration (0 when none)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+
+def _encode_json(value) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, size: int = 8, timeout: float = 5.0) -> asyncpg.Pool:
+    """The one pool a process uses; JSON columns decode to Python objects."""
+    return await asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, init=_init_connection, timeout=timeout,
+        command_timeout=60, server_settings={"application_name": "kapso-sink"},
+    )

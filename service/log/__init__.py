@@ -1,0 +1,1 @@
+"""The event log: records, the group-commit writer and readers."""

@@ -1,0 +1,199 @@
+"""Group commit: concurrent requests share one transaction and one set-based INSERT.
+
+Commit order and position order. Positions come from an identity column, and a reader
+(the projector) follows the log with `position > checkpoint`. If two transactions could
+append at once, the one holding the lower positions might commit after a reader had
+already passed them, and those events would be skipped forever. We rule that out by
+serialising appends: inside a process a single writer task runs one transaction at a
+time, and across processes every append transaction first takes the same transaction-
+scoped advisory lock. Positions are drawn only while the lock is held and the lock is
+released only after commit, so commit order equals position order on the whole database.
+Each committed batch sends one NOTIFY, delivered to listeners when the transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from service.db import Q
+from service.log.records import DeliveryRecord, EventRecord
+
+log = structlog.get_logger("service.log.writer")
+
+NOTIFY_CHANNEL = "kapso_sink_events"
+
+
+class StoreUnavailable(Exception):
+    """The log could not commit in time; the caller should answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+    positions: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Pending:
+    delivery: DeliveryRecord
+    events: list[EventRecord]
+    future: asyncio.Future = field(repr=False)
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    failures: int = 0
+    stored_by_event: dict[str, int] = field(default_factory=dict)
+    duplicates_by_event: dict[str, int] = field(default_factory=dict)
+
+
+class LogWriter:
+    """The one appender of a process; `append()` returns once the rows are committed."""
+
+    def __init__(self, pool: asyncpg.Pool, *, batch_max: int = 1000, commit_timeout: float = 5.0):
+        self._pool = pool
+        self._batch_max = batch_max
+        self._timeout = commit_timeout
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self.stats = WriterStats()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="log-writer")
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def append(self, delivery: DeliveryRecord, events: list[EventRecord]) -> AppendResult:
+        """Queue one delivery's events and wait until their transaction has committed."""
+        if self._closing:
+            raise StoreUnavailable("shutting down")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(delivery, events, future))
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError:
+            raise StoreUnavailable("the event log did not commit in time") from None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self._batch_max]
+                del self._queue[: self._batch_max]
+                await self._commit(batch)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            results = await asyncio.wait_for(self._write(batch), self._timeout)
+        except asyncpg.DataError as exc:
+            await self._isolate(batch, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - every waiting request is answered 503
+            self.stats.failures += 1
+            log.warning("append_failed", error=type(exc).__name__, detail=str(exc)[:200],
+                        deliveries=len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(StoreUnavailable("the event log is unavailable"))
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+    async def _isolate(self, batch: list[_Pending], exc: Exception) -> None:
+        """A value PostgreSQL refused: retry alone, then without the offending payloads."""
+        if len(batch) > 1:
+            for pending in batch:
+                await self._commit([pending])
+            return
+        pending = batch[0]
+        log.warning("payload_rejected", error=str(exc)[:200])
+        reason = f"payload rejected by PostgreSQL ({type(exc).__name__}); raw body kept"
+        pending.events = [e.without_payload(reason) for e in pending.events]
+        await self._commit([pending])
+
+    async def _write(self, batch: list[_Pending]) -> list[AppendResult]:
+        deliveries = {p.delivery.body_sha256: p.delivery for p in batch}
+        events = [e for p in batch for e in p.events]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q["lock_appends"])
+            await conn.execute(Q["insert_deliveries"], *_delivery_columns(deliveries.values()))
+            rows = await conn.fetch(Q["append_events"], *_event_columns(events))
+            if rows:
+                await conn.execute(Q["notify_appended"], str(max(r["position"] for r in rows)))
+        inserted = {r["idem_hash"]: r["position"] for r in rows}
+        return self._tally(batch, inserted)
+
+    def _tally(self, batch: list[_Pending], inserted: dict[bytes, int]) -> list[AppendResult]:
+        stats = self.stats
+        stats.batches += 1
+        results = []
+        for pending in batch:
+            stored, dupes, positions = 0, 0, []
+            for event in pending.events:
+                position = inserted.pop(event.idem_hash, None)
+                counter = stats.stored_by_event if position else stats.duplicates_by_event
+                counter[event.event_name] = counter.get(event.event_name, 0) + 1
+                if position is None:
+                    dupes += 1
+                else:
+                    stored += 1
+                    positions.append(position)
+            stats.stored += stored
+            stats.duplicates += dupes
+            results.append(AppendResult(stored, dupes, tuple(positions)))
+        return results
+
+
+def _delivery_columns(deliveries) -> list[list]:
+    rows = list(deliveries)
+    return [
+        [d.body_sha256 for d in rows],
+        [d.received_at for d in rows],
+        [d.kind for d in rows],
+        [d.headers for d in rows],
+        [d.body for d in rows],
+    ]
+
+
+def _event_columns(events: list[EventRecord]) -> list[list]:
+    return [
+        [e.idem_hash for e in events],
+        [e.idempotency_key for e in events],
+        [e.kind for e in events],
+        [e.event_name for e in events],
+        [e.payload_version for e in events],
+        [e.batch_index for e in events],
+        [e.batch_info for e in events],
+        [e.received_at for e in events],
+        [e.secret_id for e in events],
+        [e.body_sha256 for e in events],
+        [e.phone_number_id for e in events],
+        [e.conversation_id for e in events],
+        [e.message_id for e in events],
+        [e.payload for e in events],
+        [e.parse_error for e in events],
+    ]

@@ -1,0 +1,1 @@
+"""HTTP in: signature checks and envelope parsing for Kapso and Meta deliveries."""

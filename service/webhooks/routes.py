@@ -1,0 +1,57 @@
+"""POST /webhooks/kapso: verify, parse, append, and answer only after commit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from service import keys
+from service.errors import json_error
+from service.log.writer import StoreUnavailable
+from service.webhooks import kapso, signature
+
+RETRY_AFTER_SECONDS = "5"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, or a 413 when it is over the configured limit."""
+    limit = request.app[keys.settings].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise json_error(413, "body_too_large", f"body exceeds {limit} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise json_error(413, "body_too_large", f"body exceeds {limit} bytes") from None
+
+
+def verify(request: web.Request, body: bytes, header: str = "X-Webhook-Signature") -> str:
+    """The id of the secret that signed `body`, or a 401."""
+    try:
+        return signature.verify(body, request.headers.get(header), request.app[keys.keyring])
+    except signature.SignatureError as exc:
+        request[keys.signature_failure] = True
+        raise json_error(401, "invalid_signature", exc.reason) from None
+
+
+async def append(request: web.Request, delivery, events) -> web.Response:
+    """Commit the events and answer 200 with counts, or 503 when the log is unavailable."""
+    try:
+        result = await request.app[keys.writer].append(delivery, events)
+    except StoreUnavailable as exc:
+        raise json_error(
+            503, "store_unavailable", f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from None
+    request[keys.stored], request[keys.duplicates] = result.stored, result.duplicates
+    return web.json_response({"stored": result.stored, "duplicates": result.duplicates})
+
+
+async def receive_kapso(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    secret_id = verify(request, body)
+    delivery, events = kapso.parse_delivery(body, request.headers, secret_id, datetime.now(UTC))
+    return await append(request, delivery, events)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/webhooks/kapso", receive_kapso)
