@@ -57,6 +57,8 @@ class EmbeddedPostgres:
         if os.geteuid() != 0:
             return {}
         _ensure_server_user()
+        if self.root.exists():
+            _open_path_for(self.root)
         return {"user": _SERVER_USER, "group": pwd.getpwnam(_SERVER_USER).pw_gid}
 
     def _chown(self, path: Path) -> None:
@@ -77,7 +79,6 @@ class EmbeddedPostgres:
             fcntl.flock(lock, fcntl.LOCK_EX)
             run_as = self._run_as()
             if run_as:
-                _open_path_for(self.root)
                 self._chown(self.root)
             self.socket_dir.mkdir(parents=True, exist_ok=True)
             self._chown(self.socket_dir)
@@ -110,11 +111,13 @@ class EmbeddedPostgres:
 
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the cluster (whoever started it)."""
-        subprocess.run(
+        result = subprocess.run(
             [_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],
             capture_output=True, **self._run_as(),
         )
         self._started_here = False
+        if result.returncode != 0 and self.is_running():
+            raise RuntimeError(f"embedded PostgreSQL did not stop: {result.stderr.decode()}")
         log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
 
     def stop_if_started(self) -> None:

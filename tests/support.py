@@ -147,3 +147,63 @@ async def stop_sink(sink: Sink) -> None:
     await sink.http.close()
     await sink.pool.close()
     await sink.server.close()
+
+
+class ServiceProcess:
+    """`python -m service serve` in its own process, as a user starts it."""
+
+    def __init__(self, dsn: str, tmp_path, port: int | None = None, **env):
+        import os
+        import socket
+        import sys
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "DATABASE_URL": dsn, "KAPSO_SINK_PORT": str(port),
+                    "KAPSO_WEBHOOK_SECRETS": f"{SECRET},{OLD_SECRET}",
+                    "KAPSO_SINK_DATA_DIR": str(tmp_path), "KAPSO_SINK_LOG_LEVEL": "warning",
+                    **{k: str(v) for k, v in env.items()}}
+        self.log_path = tmp_path / f"service-{port}.log"
+        self.argv = [sys.executable, "-m", "service", "serve"]
+        self.proc = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        import asyncio
+        import subprocess
+
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=self._log)
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"service exited: {self.log_path.read_text()[-2000:]}")
+                try:
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(self.log_path.read_text()[-2000:])
+                await asyncio.sleep(0.05)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.proc.poll() is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("service did not exit")
+            await asyncio.sleep(0.05)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

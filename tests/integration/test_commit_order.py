@@ -1,0 +1,95 @@
+"""Position order equals commit order, also with several writers (processes) on one database."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from service import db
+from service.db import Q
+from service.log import writer as log_writer
+from service.webhooks import kapso
+
+
+def record(i: int, tag: str = "w"):
+    body = f'{{"message":{{"id":"wamid.{tag}{i}"}}}}'.encode()
+    return kapso.parse_delivery(body, {"X-Webhook-Event": "x"}, "sid", datetime.now(UTC))
+
+
+async def wait_for_advisory_waiter(conn, timeout=10.0):
+    """Poll until some backend is blocked on an advisory lock."""
+    async with asyncio.timeout(timeout):
+        while not await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+            await asyncio.sleep(0.01)
+
+
+async def test_an_append_waits_for_another_processes_open_transaction(database):
+    pool = await db.create_pool(database, size=2)
+    writer = log_writer.LogWriter(pool, commit_timeout=9.0)
+    writer.start()
+    other = await asyncpg.connect(database)
+    watcher = await asyncpg.connect(database)
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(Q["lock_appends"])
+        delivery, events = record(1, "first")
+        await other.execute(Q["insert_deliveries"], *log_writer._delivery_columns([delivery]))
+        [row] = await other.fetch(Q["append_events"], *log_writer._event_columns(events))
+        task = asyncio.create_task(writer.append(*record(2, "second")))
+        await wait_for_advisory_waiter(watcher)
+        assert not task.done()
+        await tx.commit()
+        result = await task
+        assert result.positions[0] > row["position"]
+    finally:
+        await writer.close()
+        await other.close()
+        await watcher.close()
+        await pool.close()
+
+
+@pytest.mark.parametrize("writers", [3])
+async def test_a_tailing_reader_never_skips_an_event(database, writers):
+    """Several writers append concurrently; a reader follows `position > checkpoint`."""
+    pools = [await db.create_pool(database, size=2) for _ in range(writers)]
+    ws = [log_writer.LogWriter(p, batch_max=7, commit_timeout=9.0) for p in pools]
+    for w in ws:
+        w.start()
+    reader = await asyncpg.connect(database)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def tail():
+        checkpoint = 0
+        while True:
+            finished = done.is_set()
+            rows = await reader.fetch(
+                "SELECT position FROM events WHERE position > $1 ORDER BY position", checkpoint)
+            if rows:
+                seen.extend(r["position"] for r in rows)
+                checkpoint = rows[-1]["position"]
+            elif finished:
+                return
+            await asyncio.sleep(0)
+
+    async def produce(w, tag):
+        await asyncio.gather(*(w.append(*record(i, tag)) for i in range(150)))
+
+    tailer = asyncio.create_task(tail())
+    try:
+        await asyncio.gather(*(produce(w, f"p{n}-") for n, w in enumerate(ws)))
+        done.set()
+        await tailer
+        all_positions = [r["position"] for r in await reader.fetch(
+            "SELECT position FROM events ORDER BY position")]
+        assert len(all_positions) == writers * 150
+        assert seen == all_positions
+    finally:
+        for w in ws:
+            await w.close()
+        for p in pools:
+            await p.close()
+        await reader.close()
