@@ -1,0 +1,1 @@
+"""Offline tools around kapso-sink: traffic simulation and analysis."""
