@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     log_level: str = Field("info", alias="KAPSO_SINK_LOG_LEVEL")
     log_format: str = Field("json", alias="KAPSO_SINK_LOG_FORMAT")
     projector: bool = Field(True, alias="KAPSO_SINK_PROJECTOR")
+    export_interval: float = Field(300.0, alias="KAPSO_SINK_EXPORT_INTERVAL", ge=0)
+    export_dir: Path = Field(Path("exports"), alias="KAPSO_SINK_EXPORT_DIR")
 
     @field_validator("log_level")
     @classmethod
