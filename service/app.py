@@ -7,8 +7,11 @@ import asyncio
 import structlog
 from aiohttp import web
 
-from service import db, keys, middleware, ops
+from service import db, keys, metrics, middleware, ops
+from service.api import openapi
+from service.api import routes as api_routes
 from service.log.writer import LogWriter
+from service.projections.runner import Projector
 from service.settings import Settings, webhook_secrets
 from service.webhooks import routes as webhook_routes
 from service.webhooks.signature import Keyring
@@ -19,7 +22,7 @@ log = structlog.get_logger("service.app")
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the application; the pool, migrations and writer start with it."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[middleware.request_context]
+        client_max_size=settings.max_body_bytes, middlewares=[middleware.request_context, api_routes.require_token]
     )
     app[keys.settings] = settings
     app[keys.dsn] = dsn
@@ -29,8 +32,13 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         log.info("webhook_secret_file", path=str(secret_file.resolve()))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_writer)
+    if settings.projector:
+        app.cleanup_ctx.append(_projector)
     webhook_routes.setup(app)
     ops.setup(app)
+    api_routes.setup(app)
+    openapi.setup(app)
+    metrics.setup(app)
     return app
 
 
@@ -65,3 +73,13 @@ async def _writer(app: web.Application):
     yield
     await writer.close()
     log.info("writer_closed", stored=writer.stats.stored, duplicates=writer.stats.duplicates)
+
+
+async def _projector(app: web.Application):
+    projector = Projector(app[keys.pool], app[keys.dsn])
+    app[keys.projector] = projector
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop), name="projector")
+    yield
+    stop.set()
+    await task

@@ -74,13 +74,40 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from service import db
+    from service.projections import runner
+
+    names = [args.name] if args.name else list(runner.NAMES)
+
+    async def run(dsn: str) -> int:
+        pool = await db.create_pool(dsn, size=2)
+        try:
+            async with pool.acquire() as conn:
+                await db.migrate(conn)
+                head = await conn.fetchval(db.Q["log_head"])
+            with tqdm(total=head, unit="ev", desc=f"rebuild {', '.join(names)}",
+                      disable=args.no_progress) as bar:
+                return await runner.rebuild(pool, names, progress=bar.update)
+        finally:
+            await pool.close()
+
+    with database(settings) as dsn:
+        total = asyncio.run(run(dsn))
+    print(f"rebuilt {', '.join(names)} from {total} log events")
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from analytics import simulator
 
     return asyncio.run(simulator.run(args))
 
 
-COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "simulate": cmd_simulate}
+COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "rebuild": cmd_rebuild,
+            "simulate": cmd_simulate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the webhook sink and query API (default)")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    rebuild = sub.add_parser("rebuild", help="rebuild read models from the event log")
+    rebuild.add_argument("name", nargs="?", choices=["conversations", "messages"],
+                         help="one read model (default: all)")
+    rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
     sim = sub.add_parser("simulate", help="send realistic signed Kapso traffic to a sink")
     try:
         from analytics import simulator

@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from service.log.writer import LogWriter
+from service.projections.runner import Projector
 from service.settings import Settings
 from service.webhooks.signature import Keyring
 
@@ -14,6 +15,7 @@ dsn = web.AppKey("dsn", str)
 pool = web.AppKey("pool", asyncpg.Pool)
 writer = web.AppKey("writer", LogWriter)
 keyring = web.AppKey("keyring", Keyring)
+projector = web.AppKey("projector", Projector)
 
 # per-request values, set by handlers and read by the logging middleware
 request_id = web.RequestKey("request_id", str)

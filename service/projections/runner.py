@@ -1,0 +1,192 @@
+"""The projector: folds the log into read models, batch by batch, checkpoint in the same tx.
+
+Safety does not depend on how many projectors run: every batch locks the checkpoint rows it
+moves (`FOR UPDATE`), reads the events after them, and writes models and checkpoints in that
+one transaction, so a crash means harmless reprocessing and two projectors simply take turns.
+Because appends commit in position order (see service/log/writer.py), reading
+`position > checkpoint` never skips an event that committed late. Efficiency wants one active
+projector per database: the leader holds a session advisory lock on a dedicated connection and
+a standby retries every second, taking over when the leader's session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+
+from service.db import Q
+from service.log.writer import NOTIFY_CHANNEL
+from service.projections import conversations, facts, messages
+
+log = structlog.get_logger("service.projections")
+
+NAMES = (conversations.NAME, messages.NAME)
+_LEADER_LOCK = 7263502
+_KNOWN = set(facts.MESSAGE_EVENTS) | facts.CONVERSATION_EVENTS
+
+
+def _unknown(row) -> bool:
+    return row["unparseable"] or row["event_name"] not in _KNOWN
+
+
+async def project_batch(conn: asyncpg.Connection, names=NAMES, limit: int = 5000) -> int:
+    """Fold the next batch of log events into the named models; return events read."""
+    async with conn.transaction():
+        checkpoints = {r["name"]: r["position"]
+                       for r in await conn.fetch(Q["lock_checkpoints"], list(names))}
+        if not checkpoints:
+            return 0
+        rows = await conn.fetch(Q["fetch_projection_input"], min(checkpoints.values()), limit)
+        if not rows:
+            return 0
+        last = rows[-1]["position"]
+        touched: set[str] = set()
+        if messages.NAME in checkpoints:
+            touched |= await _project_messages(conn, rows, checkpoints[messages.NAME], last)
+        if conversations.NAME in checkpoints:
+            touched |= await _project_conversations(
+                conn, rows, checkpoints[conversations.NAME], last)
+        if touched:
+            await conn.execute(Q["refresh_conversation_counts"], list(touched))
+        return len(rows)
+
+
+async def _project_messages(conn, rows, after: int, last: int) -> set[str]:
+    folded: list[facts.MessageFact] = []
+    skipped = 0
+    for row in rows:
+        if row["position"] <= after:
+            continue
+        fact = facts.kapso_message_fact(row) if not row["unparseable"] else None
+        if fact is not None:
+            folded.append(fact)
+        elif _unknown(row) or row["event_name"] in facts.MESSAGE_EVENTS:
+            skipped += 1
+    touched: set[str] = set()
+    if folded:
+        ids = list(dict.fromkeys(f.message_id for f in folded))
+        states = {r["id"]: messages.from_row(r)
+                  for r in await conn.fetch(Q["load_messages"], ids)}
+        for fact in folded:
+            states[fact.message_id] = messages.apply(states.get(fact.message_id), fact)
+        changed = [states[i] for i in ids]
+        await conn.execute(Q["upsert_messages"], *messages.columns(changed))
+        touched = {s.conversation_id for s in changed if s.conversation_id}
+    await conn.execute(Q["save_checkpoint"], messages.NAME, last, skipped)
+    return touched
+
+
+async def _project_conversations(conn, rows, after: int, last: int) -> set[str]:
+    folded: list[facts.ConversationFact] = []
+    skipped = 0
+    for row in rows:
+        if row["position"] <= after:
+            continue
+        fact = facts.kapso_conversation_fact(row) if not row["unparseable"] else None
+        if fact is not None:
+            folded.append(fact)
+        elif _unknown(row) or row["event_name"] in facts.CONVERSATION_EVENTS:
+            skipped += 1
+    ids: list[str] = []
+    if folded:
+        ids = list(dict.fromkeys(f.conversation_id for f in folded))
+        states = {r["id"]: conversations.from_row(r)
+                  for r in await conn.fetch(Q["load_conversations"], ids)}
+        for fact in folded:
+            states[fact.conversation_id] = conversations.apply(
+                states.get(fact.conversation_id), fact)
+        await conn.execute(Q["upsert_conversations"],
+                           *conversations.columns([states[i] for i in ids]))
+    await conn.execute(Q["save_checkpoint"], conversations.NAME, last, skipped)
+    return set(ids)
+
+
+async def catch_up(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progress=None) -> int:
+    """Drain mode: project until no event is left; return events read."""
+    total = 0
+    async with pool.acquire() as conn:
+        while True:
+            count = await project_batch(conn, names, limit)
+            if count == 0:
+                return total
+            total += count
+            if progress is not None:
+                progress(count)
+
+
+async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progress=None) -> int:
+    """Empty the named models, reset their checkpoints and drain the log into them again."""
+    names = list(names)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.fetch(Q["lock_checkpoints"], names)
+        for name in names:
+            await conn.execute(Q[f"truncate_{name}"])
+            await conn.execute(Q["reset_checkpoint"], name)
+    total = await catch_up(pool, names, limit=limit, progress=progress)
+    async with pool.acquire() as conn:
+        await conn.execute(Q["refresh_all_conversation_counts"])
+    log.info("rebuilt", projections=names, events=total)
+    return total
+
+
+async def status(pool: asyncpg.Pool) -> list[dict]:
+    """Position, head and lag of every projection."""
+    async with pool.acquire() as conn:
+        return [dict(r) for r in await conn.fetch(Q["projection_status"])]
+
+
+class Projector:
+    """The background projector of a service process (leader-elected, NOTIFY-driven)."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, *, poll_interval: float = 1.0,
+                 batch_size: int = 5000):
+        self._pool = pool
+        self._dsn = dsn
+        self._poll = poll_interval
+        self._batch = batch_size
+        self.is_leader = False
+        self.errors = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead when the lock is free, stand by otherwise, until `stop` is set."""
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                    await self._lead(conn, stop)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.errors += 1
+                log.warning("projector_error", error=type(exc).__name__, detail=str(exc)[:200])
+            finally:
+                self.is_leader = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            await _wait(stop, None, self._poll)
+
+    async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        self.is_leader = True
+        log.info("projector_leading")
+        wake = asyncio.Event()
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+        while not stop.is_set():
+            wake.clear()
+            await catch_up(self._pool, limit=self._batch)
+            if conn.is_closed():
+                return
+            await _wait(stop, wake, self._poll)
+
+
+async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,214 @@
+"""The projector over real HTTP ingestion and a real database."""
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from analytics import simulator
+from service.projections import runner
+from tests import support
+
+CONV = "conv-proj-1"
+WAMID = "wamid.PROJ1"
+
+
+def statuses(*entries):
+    return [{"id": WAMID, "status": s, "timestamp": str(t), "recipient_id": "15551234567", **x}
+            for s, t, x in entries]
+
+
+def outbound(event, entries, *, updated_at="2025-10-28T14:31:00Z", status="active", kapso=None):
+    conversation = {"id": CONV, "phone_number": "+15551234567", "status": status,
+                    "created_at": "2025-10-28T13:40:00Z", "updated_at": updated_at,
+                    "last_active_at": updated_at, "phone_number_id": "123"}
+    if kapso is not None:
+        conversation["kapso"] = kapso
+    return {"message": {"id": WAMID, "timestamp": entries[-1][1], "type": "template",
+                        "template": {"name": "order_update"},
+                        "kapso": {"direction": "outbound", "status": event.rsplit(".", 1)[1],
+                                  "origin": "cloud_api", "statuses": statuses(*entries)}},
+            "conversation": conversation, "phone_number_id": "123"}
+
+
+SENT = ("sent", 1730092860, {"pricing": {"category": "utility"}})
+DELIVERED = ("delivered", 1730092888, {})
+READ = ("read", 1730093021, {})
+FAILED = ("failed", 1730093200, {"errors": [{"code": 131049, "title": "Not delivered"}]})
+
+
+async def project(sink):
+    await runner.catch_up(sink.pool)
+
+
+async def test_receipts_in_any_arrival_order(sink):
+    await sink.send(outbound("whatsapp.message.read", [SENT, READ]), event="whatsapp.message.read")
+    await project(sink)
+    status, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
+    assert status == 200
+    assert doc["status"] == "read" and doc["read_without_delivered"] is True
+    assert doc["sent_at"] == "2024-10-28T05:21:00Z"
+    assert doc["read_at"] == "2024-10-28T05:23:41Z"
+    await sink.send(outbound("whatsapp.message.delivered", [SENT, DELIVERED]),
+                    event="whatsapp.message.delivered")
+    await sink.send(outbound("whatsapp.message.sent", [SENT]), event="whatsapp.message.sent")
+    await project(sink)
+    status, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
+    assert doc["status"] == "read" and doc["read_without_delivered"] is False
+    assert doc["delivered_at"] == "2024-10-28T05:21:28Z"
+    assert doc["pricing_category"] == "utility" and doc["template_name"] == "order_update"
+    assert doc["conversation_id"] == CONV and doc["direction"] == "outbound"
+
+
+async def test_failed_is_terminal_and_a_refetched_fact_changes_nothing(sink):
+    failed = outbound("whatsapp.message.failed", [SENT, FAILED])
+    await sink.send(failed, event="whatsapp.message.failed")
+    await sink.send(outbound("whatsapp.message.delivered", [SENT, DELIVERED]),
+                    event="whatsapp.message.delivered")
+    await project(sink)
+    _, first, _ = await sink.get(f"/v1/messages/{WAMID}")
+    assert first["status"] == "failed" and first["error_code"] == 131049
+    assert first["error_title"] == "Not delivered"
+    # the same fact again under another body (e.g. batch fallback re-sent it): no change
+    failed["message"]["kapso"]["content"] = "re-sent"
+    assert (await sink.send(failed, event="whatsapp.message.failed"))[1]["stored"] == 1
+    await project(sink)
+    _, again, _ = await sink.get(f"/v1/messages/{WAMID}")
+    assert {k: v for k, v in again.items() if k != "updated_at"} == \
+        {k: v for k, v in first.items() if k != "updated_at"}
+
+
+async def test_conversation_rules(sink):
+    await sink.send(outbound("whatsapp.message.sent", [SENT], kapso={"contact_name": "Ana Ruiz"}),
+                    event="whatsapp.message.sent")
+    ended = {"conversation": {"id": CONV, "status": "ended", "updated_at": "2025-10-28T15:10:45Z",
+                              "last_active_at": "2025-10-28T15:10:45Z", "phone_number_id": "123"},
+             "phone_number_id": "123"}
+    await sink.send(ended, event="whatsapp.conversation.ended")
+    # a late event carrying an older, active snapshot and no kapso block
+    await sink.send(outbound("whatsapp.message.delivered", [SENT, DELIVERED],
+                             updated_at="2025-10-28T14:31:28Z"), event="whatsapp.message.delivered")
+    inbound = {"message": {"id": "wamid.IN1", "timestamp": "1730092800", "type": "text",
+                           "kapso": {"direction": "inbound"}},
+               "conversation": {"id": CONV, "status": "active", "updated_at": "2025-10-28T14:25:01Z"},
+               "phone_number_id": "123"}
+    await sink.send(inbound)
+    await sink.send(inbound, key="another-key")  # same fact, new key: stored once
+    inactive = {"conversation": {"id": CONV, "status": "active", "updated_at": "2025-10-28T13:00:00Z"},
+                "since_message": {"created_at": "2025-10-28T13:00:00Z"}, "inactivity": {"minutes": 60},
+                "phone_number_id": "123"}
+    await sink.send(inactive, event="whatsapp.conversation.inactive")
+    await project(sink)
+    status, doc, _ = await sink.get(f"/v1/conversations/{CONV}")
+    assert status == 200
+    assert doc["status"] == "ended" and doc["ended_at"] == "2025-10-28T15:10:45Z"
+    assert doc["contact_name"] == "Ana Ruiz" and doc["contact_phone"] == "15551234567"
+    assert (doc["inbound_count"], doc["outbound_count"]) == (1, 1)
+    assert doc["last_inactivity"] == {"at": "2025-10-28T14:00:00Z", "minutes": 60}
+    assert doc["last_message_id"] == WAMID and doc["created_at"] == "2025-10-28T13:40:00Z"
+    status, page, _ = await sink.get(f"/v1/conversations/{CONV}/messages")
+    assert [m["id"] for m in page["messages"]] == ["wamid.IN1", WAMID]
+
+
+async def test_unknown_and_unparseable_events_are_counted_not_projected(sink):
+    await sink.send({"whatever": 1}, event="whatsapp.something.new")
+    await sink.send(b"not json", event="whatsapp.message.sent")
+    await project(sink)
+    _, doc, _ = await sink.get("/v1/projections")
+    by_name = {p["name"]: p for p in doc["projections"]}
+    assert by_name["messages"]["skipped"] == 2 and by_name["conversations"]["skipped"] == 2
+    assert by_name["messages"]["lag_events"] == 0 and by_name["messages"]["position"] == by_name["messages"]["head"]
+    assert await sink.pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def table(pool, name):
+    return [dict(r) for r in await pool.fetch(f"SELECT * FROM {name} ORDER BY id")]
+
+
+async def test_rebuild_equals_the_running_projector(database, tmp_path):
+    settings = support.make_settings(tmp_path, KAPSO_SINK_PROJECTOR=True)
+    sink = await support.start_sink(database, settings)
+    try:
+        deliveries = simulator.generate(12, 7, support.SECRET)
+        result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
+        assert set(result) == {200}
+        head = await sink.pool.fetchval("SELECT max(position) FROM events")
+        async with asyncio.timeout(30):  # the running projector catches up on its own
+            while await sink.pool.fetchval(
+                    "SELECT min(position) FROM projection_checkpoints") < head:
+                await asyncio.sleep(0.05)
+        before = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
+        assert len(before["messages"]) > 50 and len(before["conversations"]) == 12
+        await runner.rebuild(sink.pool)
+        after = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
+        assert after == before
+        # and through the CLI, as an operator runs it
+        env = {**sink_env(settings), "DATABASE_URL": database}
+        done = subprocess.run([sys.executable, "-m", "service", "rebuild", "messages",
+                               "--no-progress"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "rebuilt messages" in done.stdout
+        assert await table(sink.pool, "messages") == before["messages"]
+    finally:
+        await support.stop_sink(sink)
+
+
+def sink_env(settings):
+    import os
+    return {**os.environ, "KAPSO_SINK_DATA_DIR": str(settings.data_dir),
+            "KAPSO_WEBHOOK_SECRETS": support.SECRET, "KAPSO_SINK_LOG_LEVEL": "warning"}
+
+
+async def test_projector_keeps_up_with_concurrent_writers(sink):
+    stop = asyncio.Event()
+
+    async def keep_projecting():
+        while not stop.is_set():
+            await runner.catch_up(sink.pool, limit=7)
+            await asyncio.sleep(0)
+
+    projector = asyncio.create_task(keep_projecting())
+    bodies = [{"message": {"id": f"wamid.C{i}", "timestamp": "1730092800",
+                           "kapso": {"direction": "inbound"}},
+               "conversation": {"id": f"conv-{i % 5}"}} for i in range(300)]
+    await asyncio.gather(*(sink.send(b) for b in bodies))
+    stop.set()
+    await projector
+    await runner.catch_up(sink.pool)
+    assert await sink.pool.fetchval("SELECT count(*) FROM messages") == 300
+    counts = await sink.pool.fetch("SELECT inbound_count FROM conversations ORDER BY id")
+    assert [r["inbound_count"] for r in counts] == [60] * 5
+
+
+async def test_exactly_one_leader_and_takeover(database):
+    from service import db
+    pools = [await db.create_pool(database, size=2) for _ in range(2)]
+    projectors = [runner.Projector(p, database, poll_interval=0.1) for p in pools]
+    stops = [asyncio.Event(), asyncio.Event()]
+    tasks = [asyncio.create_task(p.run(s)) for p, s in zip(projectors, stops, strict=True)]
+    try:
+        async with asyncio.timeout(10):
+            while not any(p.is_leader for p in projectors):
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # give the standby several chances to (wrongly) lead
+        assert sum(p.is_leader for p in projectors) == 1
+        leader = next(i for i, p in enumerate(projectors) if p.is_leader)
+        stops[leader].set()
+        await tasks[leader]
+        async with asyncio.timeout(10):
+            while not projectors[1 - leader].is_leader:
+                await asyncio.sleep(0.02)
+    finally:
+        for s in stops:
+            s.set()
+        await asyncio.gather(*tasks)
+        for p in pools:
+            await p.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/messages/nope", "/v1/conversations/nope",
+                                  "/v1/conversations/nope/messages"])
+async def test_unknown_ids_are_404(sink, path):
+    status, doc, _ = await sink.get(path)
+    assert status == 404 and doc["error"] == "not_found"

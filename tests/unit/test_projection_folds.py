@@ -1,0 +1,184 @@
+"""Pure folds: no database. Any order and any duplication give the same final state."""
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.projections import conversations, facts, messages
+
+T0 = datetime(2025, 10, 28, 14, 0, tzinfo=UTC)
+WAMID = "wamid.OUT1"
+CONV = "c63ced48-1283-4d55-8c8d-930f525aa0e5"
+
+
+def ts(seconds: int) -> str:
+    return str(int((T0 + timedelta(seconds=seconds)).timestamp()))
+
+
+def iso(seconds: int) -> str:
+    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def row(position, event_name, *, message_id=WAMID, statuses=None, message_ts=None,
+        direction="outbound", conversation=None, contact_name=None, inactive=None):
+    conv = conversation or {}
+    return {
+        "position": position, "received_at": T0 + timedelta(hours=position),
+        "kind": "kapso", "event_name": event_name, "phone_number_id": "123",
+        "conversation_id": CONV, "message_id": message_id, "unparseable": False,
+        "payload_type": "object", "message_ts": message_ts, "message_type": "text",
+        "direction": direction, "origin": "cloud_api", "message_status": None,
+        "statuses": statuses, "template_name": None,
+        "conv_status": conv.get("status"), "conv_created_at": conv.get("created_at"),
+        "conv_updated_at": conv.get("updated_at"), "conv_last_active_at": conv.get("last_active_at"),
+        "conv_phone": conv.get("phone_number"), "conv_bsuid": conv.get("bsuid"),
+        "contact_name": contact_name, "inactive_since": inactive and inactive[0],
+        "inactivity_minutes": inactive and inactive[1], "meta": None,
+    }
+
+
+def status(name, seconds, **extra):
+    return {"id": WAMID, "status": name, "timestamp": ts(seconds), "recipient_id": "1555", **extra}
+
+
+FAIL = status("failed", 300, errors=[{"code": 131049, "title": "ecosystem engagement"}])
+SENT = status("sent", 0, pricing={"category": "marketing"})
+DELIVERED = status("delivered", 2)
+READ = status("read", 60)
+
+MESSAGE_ROWS = [
+    row(1, "whatsapp.message.sent", statuses=[SENT], message_ts=ts(0)),
+    row(2, "whatsapp.message.delivered", statuses=[SENT, DELIVERED], message_ts=ts(2)),
+    row(3, "whatsapp.message.read", statuses=[SENT, DELIVERED, READ], message_ts=ts(60)),
+    row(4, "whatsapp.message.read", statuses=[READ], message_ts=ts(60)),  # a bare read
+    row(5, "whatsapp.message.failed", statuses=[SENT, FAIL], message_ts=ts(300)),
+]
+
+
+def fold(model, rows, make):
+    state = None
+    for r in rows:
+        fact = make(r)
+        if fact is not None:
+            state = model.apply(state, fact)
+    return state
+
+
+def fold_messages(rows):
+    return fold(messages, rows, facts.kapso_message_fact)
+
+
+def test_times_come_from_the_status_history_not_arrival():
+    state = fold_messages(MESSAGE_ROWS[:3])
+    assert state.sent_at == T0
+    assert state.delivered_at == T0 + timedelta(seconds=2)
+    assert state.read_at == T0 + timedelta(seconds=60)
+    assert state.status == "read" and not state.read_without_delivered
+    assert state.pricing_category == "marketing"
+    assert state.message_at == T0
+
+
+def test_read_without_delivered_is_flagged_and_cleared_by_a_delivered():
+    only_read = fold_messages([row(9, "whatsapp.message.read", statuses=[SENT, READ])])
+    assert only_read.status == "read" and only_read.read_without_delivered
+    assert fold_messages([MESSAGE_ROWS[3], MESSAGE_ROWS[1]]).read_without_delivered is False
+
+
+def test_failed_is_terminal_and_keeps_the_error():
+    state = fold_messages([MESSAGE_ROWS[4], MESSAGE_ROWS[1]])
+    assert state.status == "failed"
+    assert state.error == (131049, "ecosystem engagement")
+    assert state.delivered_at is not None  # the later fact is kept, the status stays failed
+
+
+def test_status_without_history_uses_message_timestamp():
+    state = fold_messages([row(1, "whatsapp.message.delivered", statuses=None, message_ts=ts(5))])
+    assert state.delivered_at == T0 + timedelta(seconds=5) and state.status == "delivered"
+
+
+def test_inbound_message_is_received():
+    state = fold_messages([row(1, "whatsapp.message.received", message_ts=ts(0),
+                               direction="inbound")])
+    assert state.status == "received" and state.message_at == T0
+
+
+def test_unknown_events_make_no_fact():
+    assert facts.kapso_message_fact(row(1, "whatsapp.brand.new")) is None
+    assert facts.kapso_conversation_fact(row(1, "project.event")) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(MESSAGE_ROWS), min_size=len(MESSAGE_ROWS),
+                max_size=3 * len(MESSAGE_ROWS)).filter(lambda rs: len({r["position"] for r in rs}) == 5),
+       st.randoms())
+def test_any_order_and_duplication_of_message_events_gives_one_state(rows, rnd):
+    reference = fold_messages(MESSAGE_ROWS)
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    assert fold_messages(shuffled) == reference
+
+
+def snapshot(seconds, status="active", **extra):
+    return {"status": status, "created_at": iso(0), "updated_at": iso(seconds),
+            "last_active_at": iso(seconds), "phone_number": "+1 (555) 123-4567", **extra}
+
+
+CONVERSATION_ROWS = [
+    row(10, "whatsapp.conversation.created", message_id=None, conversation=snapshot(0),
+        contact_name="Ana"),
+    row(11, "whatsapp.message.received", direction="inbound", conversation=snapshot(10)),
+    row(12, "whatsapp.message.sent", conversation=snapshot(20), contact_name="Ana Ruiz"),
+    row(13, "whatsapp.conversation.inactive", message_id=None, conversation=snapshot(20),
+        inactive=(iso(20), "60")),
+    row(14, "whatsapp.conversation.ended", message_id=None,
+        conversation=snapshot(4000, status="ended")),
+    row(15, "whatsapp.message.delivered", conversation=snapshot(30)),  # late, older snapshot
+]
+
+
+def fold_conversations(rows):
+    return fold(conversations, rows, facts.kapso_conversation_fact)
+
+
+def test_conversation_lifecycle():
+    state = fold_conversations(CONVERSATION_ROWS)
+    assert state.status == "ended"
+    assert state.ended_at == T0 + timedelta(seconds=4000)
+    assert state.created_at == T0
+    assert state.last_active_at == T0 + timedelta(seconds=4000)
+    assert state.contact_phone == "15551234567"
+    assert state.contact_name == "Ana Ruiz"  # from the newest snapshot that had a name
+    assert state.inactive == (T0 + timedelta(seconds=20 + 3600), 60)
+    assert state.updated_position == 15
+
+
+def test_late_active_snapshot_does_not_undo_ended():
+    state = fold_conversations([CONVERSATION_ROWS[4], CONVERSATION_ROWS[5]])
+    assert state.status == "ended"
+
+
+def test_message_event_creates_an_unknown_conversation():
+    state = fold_conversations([CONVERSATION_ROWS[1]])
+    assert state.id == CONV and state.status == "active"
+
+
+def test_missing_optional_block_never_erases():
+    state = fold_conversations([CONVERSATION_ROWS[2], CONVERSATION_ROWS[5]])
+    assert state.contact_name == "Ana Ruiz"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(CONVERSATION_ROWS), st.lists(st.sampled_from(CONVERSATION_ROWS), max_size=6))
+def test_any_order_and_duplication_of_conversation_events_gives_one_state(rows, extra):
+    reference = fold_conversations(CONVERSATION_ROWS)
+    assert fold_conversations(list(rows) + extra) == reference
+    assert fold_conversations(extra + list(rows)) == reference
+
+
+def test_helpers_are_defensive():
+    assert facts.unix_time("nope") is None and facts.unix_time(None) is None
+    assert facts.iso_time("2025-10-28T14:25:01Z") == datetime(2025, 10, 28, 14, 25, 1, tzinfo=UTC)
+    assert facts.iso_time(5) is None and facts.digits(None) is None
+    assert list(facts.status_entries([1, {"status": "sent"}, {"id": "other", "status": "sent",
+                                                              "timestamp": "1"}], WAMID)) == []
