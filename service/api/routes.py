@@ -86,9 +86,6 @@ _NO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 async def conversation_messages(request: web.Request) -> web.Response:
     conversation_id = request.match_info["id"]
-    pool = request.app[keys.pool]
-    if await pool.fetchrow(Q["get_conversation"], conversation_id) is None:
-        raise ApiError(404, "not_found", "no conversation with that id")
     limit = params.integer(request, "limit", default=100, low=1, high=MAX_PAGE)
     after = params.cursor(request)
     if after is None:
@@ -98,6 +95,9 @@ async def conversation_messages(request: web.Request) -> web.Response:
             after_time, after_id = datetime.fromisoformat(after[0]), str(after[1])
         except (TypeError, ValueError):
             raise ApiError(400, "bad_parameter", "cursor: not a cursor this API returned") from None
+    pool = request.app[keys.pool]
+    if await pool.fetchrow(Q["get_conversation"], conversation_id) is None:
+        raise ApiError(404, "not_found", "no conversation with that id")
     rows = await pool.fetch(Q["conversation_messages"], conversation_id, after_time, after_id,
                             limit + 1)
     page = rows[:limit]
