@@ -28,6 +28,9 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[keys.dsn] = dsn
     secrets, secret_file = webhook_secrets(settings)
     app[keys.keyring] = Keyring.from_secrets(secrets)
+    if settings.meta_app_secret is not None:
+        app[keys.meta_keyring] = Keyring.from_secrets(
+            [settings.meta_app_secret.get_secret_value().encode()])
     if secret_file is not None:
         log.info("webhook_secret_file", path=str(secret_file.resolve()))
     app.cleanup_ctx.append(_database)
@@ -56,7 +59,7 @@ async def _connect(dsn: str, size: int, attempts: int = 30):
     for attempt in range(1, attempts + 1):
         try:
             return await db.create_pool(dsn, size=size)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             if attempt == attempts:
                 raise
             log.warning("database_unreachable", attempt=attempt, error=type(exc).__name__)

@@ -15,6 +15,7 @@ dsn = web.AppKey("dsn", str)
 pool = web.AppKey("pool", asyncpg.Pool)
 writer = web.AppKey("writer", LogWriter)
 keyring = web.AppKey("keyring", Keyring)
+meta_keyring = web.AppKey("meta_keyring", Keyring)  # META_APP_SECRET, when set
 projector = web.AppKey("projector", Projector)
 
 # per-request values, set by handlers and read by the logging middleware

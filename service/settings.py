@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     log_level: str = Field("info", alias="KAPSO_SINK_LOG_LEVEL")
     log_format: str = Field("json", alias="KAPSO_SINK_LOG_FORMAT")
     projector: bool = Field(True, alias="KAPSO_SINK_PROJECTOR")
+    meta_app_secret: SecretStr | None = Field(None, alias="META_APP_SECRET")
+    meta_verify_token: SecretStr | None = Field(None, alias="META_VERIFY_TOKEN")
     export_interval: float = Field(300.0, alias="KAPSO_SINK_EXPORT_INTERVAL", ge=0)
     export_dir: Path = Field(Path("exports"), alias="KAPSO_SINK_EXPORT_DIR")
 

@@ -207,3 +207,18 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+async def wait_until(predicate, limit: float = 30.0, every: float = 0.02):
+    """Poll an (async or plain) condition until it holds; fail after `limit` seconds."""
+    import asyncio
+    import inspect
+
+    async with asyncio.timeout(limit):
+        while True:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(every)

@@ -54,6 +54,7 @@ class Message(_Model):
     id: str
     conversation_id: str | None
     phone_number_id: str | None
+    contact_id: str | None = Field(description="business-scoped user id, else phone digits")
     direction: str | None
     type: str | None
     origin: str | None

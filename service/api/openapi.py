@@ -46,6 +46,29 @@ def _paths() -> dict:
                           "401": _json("Error", "signature missing, malformed or wrong"),
                           "413": _json("Error", "body over the size limit"),
                           "503": _json("Error", "the log could not commit; retry")}}},
+        "/webhooks/meta": {
+            "post": {
+                "summary": "Receive a raw Meta (WhatsApp Cloud API) webhook delivery",
+                "operationId": "receiveMeta",
+                "parameters": [
+                    _param("X-Webhook-Signature", "header",
+                           desc="Kapso's hex HMAC-SHA256 of the raw body with a webhook secret"),
+                    _param("X-Hub-Signature-256", "header",
+                           desc="Meta's sha256=<hex> with META_APP_SECRET"),
+                    _param("X-Idempotency-Key", "header", desc="Kapso: SHA-256 of the body")],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {}}, "*/*": {"schema": {}}}},
+                "responses": {"200": _json("WebhookAck", "committed (or already stored)"),
+                              "401": _json("Error", "no signature verifies"),
+                              "413": _json("Error", "body over the size limit"),
+                              "503": _json("Error", "the log could not commit; retry")}},
+            "get": {
+                "summary": "Meta's subscription handshake", "operationId": "metaHandshake",
+                "parameters": [_param("hub.mode"), _param("hub.verify_token"),
+                               _param("hub.challenge")],
+                "responses": {"200": {"description": "the challenge, echoed",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              "403": _json("Error", "wrong mode or token")}}},
         "/healthz": {"get": {"summary": "Process liveness", "operationId": "healthz",
                              "responses": {"200": _json("Health", "alive")}}},
         "/readyz": {"get": {"summary": "Database reachable and migrated", "operationId": "readyz",

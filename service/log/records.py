@@ -18,6 +18,7 @@ class DeliveryRecord:
     kind: str
     headers: str  # JSON object text
     body: bytes
+    key_is_body_sha256: bool | None = None  # Meta kind: X-Idempotency-Key == sha256(body)
 
 
 @dataclass(frozen=True, slots=True)

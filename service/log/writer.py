@@ -176,6 +176,7 @@ def _delivery_columns(deliveries) -> list[list]:
         [d.kind for d in rows],
         [d.headers for d in rows],
         [d.body for d in rows],
+        [d.key_is_body_sha256 for d in rows],
     ]
 
 

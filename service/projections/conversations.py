@@ -8,8 +8,8 @@ conversation create it. Message counts come from the messages model (see runner)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from service.projections.facts import ConversationFact
 from service.projections.merge import latest, pick
@@ -17,8 +17,7 @@ from service.projections.merge import latest, pick
 NAME = "conversations"
 
 
-@dataclass(frozen=True, slots=True)
-class Conversation:
+class Conversation(NamedTuple):
     id: str
     phone_number_id: str | None = None
     contact_phone: str | None = None
@@ -54,7 +53,7 @@ def _newer_name(state: Conversation, fact: ConversationFact):
 def apply(state: Conversation | None, fact: ConversationFact) -> Conversation:
     """Fold one fact into a conversation; duplicates and any order give the same result."""
     if state is None:
-        state = Conversation(id=fact.conversation_id)
+        state = Conversation(fact.conversation_id)
     ended = fact.ended or fact.status == "ended"
     ended_at = state.ended_at
     if ended:
@@ -92,16 +91,14 @@ def from_row(row) -> Conversation:
     )
 
 
-def columns(states: list[Conversation]) -> list[list]:
-    """Column arrays for the `upsert_conversations` query."""
-    return [
-        [s.id for s in states], [s.phone_number_id for s in states],
-        [s.contact_phone for s in states], [s.contact_bsuid for s in states],
-        [s.contact_name for s in states], [s.contact_name_at for s in states],
-        [s.status for s in states], [s.created_at for s in states],
-        [s.ended_at for s in states], [s.last_active_at for s in states],
-        [s.snapshot_at for s in states],
-        [s.inactive[0] if s.inactive else None for s in states],
-        [s.inactive[1] if s.inactive else None for s in states],
-        [s.updated_position for s in states], [s.updated_at for s in states],
-    ]
+def to_row(s: Conversation) -> dict:
+    """The `conversations` table row of a state (for `upsert_conversations`)."""
+    return {
+        "id": s.id, "phone_number_id": s.phone_number_id, "contact_phone": s.contact_phone,
+        "contact_bsuid": s.contact_bsuid, "contact_name": s.contact_name,
+        "contact_name_at": s.contact_name_at, "status": s.status, "created_at": s.created_at,
+        "ended_at": s.ended_at, "last_active_at": s.last_active_at, "snapshot_at": s.snapshot_at,
+        "last_inactive_at": s.inactive[0] if s.inactive else None,
+        "inactivity_minutes": s.inactive[1] if s.inactive else None,
+        "updated_position": s.updated_position, "updated_at": s.updated_at,
+    }

@@ -6,10 +6,13 @@ defensive: odd values become None, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 
 MESSAGE_EVENTS = {
+    "meta.message.received": "received",
+    "meta.message.status": None,  # the status comes from the payload
     "whatsapp.message.received": "received",
     "whatsapp.message.sent": "sent",
     "whatsapp.message.delivered": "delivered",
@@ -19,11 +22,9 @@ MESSAGE_EVENTS = {
 CONVERSATION_EVENTS = {
     "whatsapp.conversation.created", "whatsapp.conversation.ended", "whatsapp.conversation.inactive",
 }
-STATUSES = ("sent", "delivered", "read", "failed")
 
 
-@dataclass(frozen=True, slots=True)
-class MessageFact:
+class MessageFact(NamedTuple):
     position: int
     received_at: datetime
     message_id: str
@@ -34,13 +35,16 @@ class MessageFact:
     origin: str | None
     template_name: str | None
     message_at: datetime | None
-    status_times: tuple[tuple[str, datetime], ...]  # (status, when) pairs seen in this event
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    failed_at: datetime | None
     error: tuple[int, str] | None  # (code, title) of a failure
     pricing_category: str | None
+    contact_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationFact:
+class ConversationFact(NamedTuple):
     position: int
     received_at: datetime
     conversation_id: str
@@ -65,10 +69,8 @@ def unix_time(value) -> datetime | None:
         return None
 
 
-def iso_time(value) -> datetime | None:
-    """An ISO-8601 string as an aware datetime (naive means UTC)."""
-    if not isinstance(value, str):
-        return None
+@lru_cache(maxsize=65536)
+def _iso(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -76,6 +78,12 @@ def iso_time(value) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def iso_time(value) -> datetime | None:
+    """An ISO-8601 string as an aware datetime (naive means UTC)."""
+    return _iso(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=65536)
 def digits(phone) -> str | None:
     """A phone number normalised to its digits (`+1 555-123` -> `1555123`)."""
     if not isinstance(phone, str):
@@ -84,73 +92,37 @@ def digits(phone) -> str | None:
     return only or None
 
 
-def status_entries(statuses, message_id: str):
-    """(status, time, error, pricing category) for each Meta status entry of this message."""
-    if not isinstance(statuses, list):
-        return
-    for entry in statuses:
-        if not isinstance(entry, dict):
-            continue
-        entry_id = entry.get("id")
-        if entry_id is not None and entry_id != message_id:
-            continue
-        status, when = entry.get("status"), unix_time(entry.get("timestamp"))
-        if status not in STATUSES or when is None:
-            continue
-        yield status, when, _error(entry), _category(entry)
-
-
-def _error(entry: dict) -> tuple[int, str] | None:
-    errors = entry.get("errors")
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        code = errors[0].get("code")
-        try:
-            code = int(code)
-        except (TypeError, ValueError):
-            return None
-        title = errors[0].get("title") or errors[0].get("message")
-        return code, title if isinstance(title, str) else ""
-    return None
-
-
-def _category(entry: dict) -> str | None:
-    pricing = entry.get("pricing")
-    if isinstance(pricing, dict) and isinstance(pricing.get("category"), str):
-        return pricing["category"]
-    return None
-
-
-def kapso_message_fact(row) -> MessageFact | None:
-    """The message fact of a Kapso message event row, if it has a message id."""
-    event_status = MESSAGE_EVENTS.get(row["event_name"])
+def message_fact(row) -> MessageFact | None:
+    """The message fact of a Kapso or Meta message event row, if it has a message id."""
     message_id = row["message_id"]
-    if event_status is None or message_id is None:
+    if row["event_name"] not in MESSAGE_EVENTS or message_id is None:
         return None
+    event_status = MESSAGE_EVENTS[row["event_name"]]
     direction = row["direction"]
     if direction not in ("inbound", "outbound"):
         direction = "inbound" if event_status == "received" else "outbound"
-    message_ts = unix_time(row["message_ts"])
-    times: dict[str, datetime] = {}
-    error = category = None
-    for status, when, entry_error, entry_category in status_entries(row["statuses"], message_id):
-        if status not in times or when < times[status]:
-            times[status] = when
-        error = entry_error if error is None else error
-        category = entry_category if category is None else category
+    message_ts = row["message_ts"]
+    times = {"sent": row["sent_at"], "delivered": row["delivered_at"],
+             "read": row["read_at"], "failed": row["failed_at"]}
     # without a status history, the event's own status dates from message.timestamp (§9.2)
-    if event_status in STATUSES and event_status not in times and message_ts is not None:
+    if event_status in times and times[event_status] is None:
         times[event_status] = message_ts
+    if event_status in ("received", "sent"):
+        message_at = message_ts
+    else:
+        known = [t for t in times.values() if t is not None]
+        message_at = min(known) if known else None
+    error = (row["error_code"], row["error_title"] or "") if row["error_code"] is not None else None
     return MessageFact(
-        position=row["position"], received_at=row["received_at"], message_id=message_id,
-        conversation_id=row["conversation_id"], phone_number_id=row["phone_number_id"],
-        direction=direction, type=row["message_type"], origin=row["origin"],
-        template_name=row["template_name"],
-        message_at=message_ts if event_status in ("received", "sent") else min(times.values(), default=None),
-        status_times=tuple(sorted(times.items())), error=error, pricing_category=category,
+        row["position"], row["received_at"], message_id, row["conversation_id"],
+        row["phone_number_id"], direction, row["message_type"], row["origin"],
+        row["template_name"], message_at, times["sent"], times["delivered"], times["read"],
+        times["failed"], error, row["pricing_category"],
+        row["contact_bsuid"] or digits(row["contact_phone"]),
     )
 
 
-def kapso_conversation_fact(row) -> ConversationFact | None:
+def conversation_fact(row) -> ConversationFact | None:
     """The conversation fact of any Kapso event that names a conversation."""
     name = row["event_name"]
     conversation_id = row["conversation_id"]
@@ -179,8 +151,6 @@ def _inactive_notice(row) -> tuple[datetime, int] | None:
         minutes = None
     since = iso_time(row["inactive_since"])
     if since is not None and minutes is not None:
-        from datetime import timedelta
-
         return since + timedelta(minutes=minutes), minutes
     updated = iso_time(row["conv_updated_at"]) or row["received_at"]
     return updated, minutes if minutes is not None else 0

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from service.projections.facts import MessageFact
 from service.projections.merge import latest, pick
 
 NAME = "messages"
-_RANK = ("sent", "delivered", "read")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     id: str
     conversation_id: str | None = None
     phone_number_id: str | None = None
@@ -30,6 +28,7 @@ class Message:
     pricing_category: str | None = None
     updated_position: int = 0
     updated_at: datetime | None = None
+    contact_id: str | None = None
 
     @property
     def status(self) -> str:
@@ -52,55 +51,49 @@ class Message:
 def apply(state: Message | None, fact: MessageFact) -> Message:
     """Fold one fact into a message; duplicates and any order give the same result."""
     if state is None:
-        state = Message(id=fact.message_id)
-    times = {"sent": state.sent_at, "delivered": state.delivered_at,
-             "read": state.read_at, "failed": state.failed_at}
-    for status, when in fact.status_times:
-        times[status] = pick(times[status], when)
+        state = Message(fact.message_id)
     newer = fact.position > state.updated_position
     return Message(
-        id=state.id,
-        conversation_id=pick(state.conversation_id, fact.conversation_id),
-        phone_number_id=pick(state.phone_number_id, fact.phone_number_id),
-        direction=pick(state.direction, fact.direction),
-        type=pick(state.type, fact.type),
-        origin=pick(state.origin, fact.origin),
-        template_name=pick(state.template_name, fact.template_name),
-        message_at=pick(pick(state.message_at, fact.message_at), min(
-            (t for t in times.values() if t is not None), default=None)),
-        sent_at=times["sent"], delivered_at=times["delivered"], read_at=times["read"],
-        failed_at=times["failed"],
-        error=pick(state.error, fact.error),
-        pricing_category=pick(state.pricing_category, fact.pricing_category),
-        updated_position=latest(state.updated_position, fact.position),
-        updated_at=fact.received_at if newer else state.updated_at,
+        state.id,
+        pick(state.conversation_id, fact.conversation_id),
+        pick(state.phone_number_id, fact.phone_number_id),
+        pick(state.direction, fact.direction),
+        pick(state.type, fact.type),
+        pick(state.origin, fact.origin),
+        pick(state.template_name, fact.template_name),
+        pick(state.message_at, fact.message_at),
+        pick(state.sent_at, fact.sent_at),
+        pick(state.delivered_at, fact.delivered_at),
+        pick(state.read_at, fact.read_at),
+        pick(state.failed_at, fact.failed_at),
+        pick(state.error, fact.error),
+        pick(state.pricing_category, fact.pricing_category),
+        latest(state.updated_position, fact.position),
+        fact.received_at if newer else state.updated_at,
+        pick(state.contact_id, fact.contact_id),
     )
 
 
 def from_row(row) -> Message:
     error = (row["error_code"], row["error_title"] or "") if row["error_code"] is not None else None
     return Message(
-        id=row["id"], conversation_id=row["conversation_id"], phone_number_id=row["phone_number_id"],
-        direction=row["direction"], type=row["type"], origin=row["origin"],
-        template_name=row["template_name"], message_at=row["message_at"], sent_at=row["sent_at"],
-        delivered_at=row["delivered_at"], read_at=row["read_at"], failed_at=row["failed_at"],
-        error=error, pricing_category=row["pricing_category"],
-        updated_position=row["updated_position"], updated_at=row["updated_at"],
+        row["id"], row["conversation_id"], row["phone_number_id"], row["direction"], row["type"],
+        row["origin"], row["template_name"], row["message_at"], row["sent_at"],
+        row["delivered_at"], row["read_at"], row["failed_at"], error, row["pricing_category"],
+        row["updated_position"], row["updated_at"], row["contact_id"],
     )
 
 
-def columns(states: list[Message]) -> list[list]:
-    """Column arrays for the `upsert_messages` query."""
-    return [
-        [s.id for s in states], [s.conversation_id for s in states],
-        [s.phone_number_id for s in states], [s.direction for s in states],
-        [s.type for s in states], [s.origin for s in states], [s.template_name for s in states],
-        [s.message_at for s in states], [s.sent_at for s in states],
-        [s.delivered_at for s in states], [s.read_at for s in states],
-        [s.failed_at for s in states], [s.status for s in states],
-        [s.read_without_delivered for s in states],
-        [s.error[0] if s.error else None for s in states],
-        [s.error[1] if s.error else None for s in states],
-        [s.pricing_category for s in states], [s.updated_position for s in states],
-        [s.updated_at for s in states],
-    ]
+def to_row(s: Message) -> dict:
+    """The `messages` table row of a state (for `upsert_messages`)."""
+    return {
+        "id": s.id, "conversation_id": s.conversation_id, "phone_number_id": s.phone_number_id,
+        "direction": s.direction, "type": s.type, "origin": s.origin,
+        "template_name": s.template_name, "message_at": s.message_at, "sent_at": s.sent_at,
+        "delivered_at": s.delivered_at, "read_at": s.read_at, "failed_at": s.failed_at,
+        "status": s.status, "read_without_delivered": s.read_without_delivered,
+        "error_code": s.error[0] if s.error else None,
+        "error_title": s.error[1] if s.error else None,
+        "pricing_category": s.pricing_category, "updated_position": s.updated_position,
+        "updated_at": s.updated_at, "contact_id": s.contact_id,
+    }

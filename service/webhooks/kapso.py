@@ -7,17 +7,14 @@ Verified bodies are never rejected for their shape: anything unexpected is store
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime
 
-import orjson
-
 from service.log.records import DeliveryRecord, EventRecord, clean_text, idem_hash
+from service.webhooks import envelope
 
 KIND = "kapso"
 UNKNOWN_EVENT = "unknown"
-_KEPT_HEADERS = ("content-type", "user-agent", "content-length")
 
 
 def parse_delivery(
@@ -25,8 +22,8 @@ def parse_delivery(
 ) -> tuple[DeliveryRecord, list[EventRecord]]:
     """Split one verified Kapso delivery into its raw record and its logical events."""
     body_sha = hashlib.sha256(body).digest()
-    delivery = DeliveryRecord(body_sha, received_at, KIND, headers_json(headers), body)
-    doc, error = load_json(body)
+    delivery = DeliveryRecord(body_sha, received_at, KIND, envelope.headers_json(headers), body)
+    doc, error = envelope.load_json(body)
     header_event = clean_text(headers.get("X-Webhook-Event"), 200)
     version = clean_text(headers.get("X-Webhook-Payload-Version"), 20) or _sniff_version(doc)
     common = dict(
@@ -41,11 +38,11 @@ def parse_delivery(
     items = _batch_items(doc, headers)
     if items is not None:
         batch_info = doc.get("batch_info")
-        info_text = _dump(batch_info)[0] if batch_info is not None else None
+        info_text = envelope.dump_json(batch_info)[0] if batch_info is not None else None
         name = header_event or _body_event(doc) or UNKNOWN_EVENT
         events = []
         for index, item in enumerate(items):
-            payload, item_error = _dump(item)
+            payload, item_error = envelope.dump_json(item)
             events.append(EventRecord(
                 idem_hash=idem_hash(KIND, body_sha, str(index)),
                 event_name=name, batch_index=index, batch_info=info_text,
@@ -66,47 +63,10 @@ def parse_delivery(
     )]
 
 
-def load_json(body: bytes):
-    """Parse JSON leniently; return (document, None) or (None, reason)."""
-    if not body:
-        return None, "empty body"
-    try:
-        return orjson.loads(body), None
-    except orjson.JSONDecodeError:
-        pass
-    try:  # the stdlib accepts a few things orjson does not (lone surrogate escapes)
-        return json.loads(body.decode("utf-8")), None
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, clean_text(f"body is not JSON: {exc}", 300)
-
-
-def headers_json(headers: Mapping[str, str]) -> str:
-    """The delivery's protocol headers (X-*, content type) as a JSON object."""
-    kept: dict[str, str] = {}
-    for name in headers.keys():
-        lower = name.lower()
-        if (lower.startswith("x-") or lower in _KEPT_HEADERS) and lower not in kept:
-            values = headers.getall(name) if hasattr(headers, "getall") else [headers[name]]
-            kept[lower] = clean_text(", ".join(values), 2000) or ""
-        if len(kept) >= 64:
-            break
-    return orjson.dumps(kept).decode()
-
-
 def _single_payload(body: bytes) -> tuple[str | None, str | None]:
     if b"\\u0000" in body:
         return None, "body holds \\u0000, which jsonb cannot store; raw body kept"
     return body.decode("utf-8"), None
-
-
-def _dump(value) -> tuple[str | None, str | None]:
-    try:
-        text = orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        return None, clean_text(f"item not storable as JSON: {exc}", 300)
-    if b"\\u0000" in text:
-        return None, "item holds \\u0000, which jsonb cannot store; raw body kept"
-    return text.decode(), None
 
 
 def _batch_items(doc, headers: Mapping[str, str]) -> list | None:
@@ -133,37 +93,21 @@ def _sniff_version(doc) -> str | None:
     return None
 
 
-def _get(obj, *path):
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _first(*values) -> str | None:
-    for value in values:
-        text = clean_text(value)
-        if text:
-            return text
-    return None
-
-
 def _ids(doc, batch_info) -> dict:
     """Pull the ids projections need out of any known Kapso shape (v1, v2, project)."""
     return {
-        "phone_number_id": _first(
-            _get(doc, "phone_number_id"),
-            _get(doc, "conversation", "phone_number_id"),
-            _get(doc, "message", "kapso", "phone_number_id"),
-            _get(doc, "whatsapp_config", "phone_number_id"),
+        "phone_number_id": envelope.first_text(
+            envelope.get(doc, "phone_number_id"),
+            envelope.get(doc, "conversation", "phone_number_id"),
+            envelope.get(doc, "message", "kapso", "phone_number_id"),
+            envelope.get(doc, "whatsapp_config", "phone_number_id"),
         ),
-        "conversation_id": _first(
-            _get(doc, "conversation", "id"),
-            _get(doc, "message", "kapso", "whatsapp_conversation_id"),
-            _get(doc, "whatsapp_conversation_id"),
-            _get(doc, "conversation_id"),
-            _get(batch_info, "conversation_id"),
+        "conversation_id": envelope.first_text(
+            envelope.get(doc, "conversation", "id"),
+            envelope.get(doc, "message", "kapso", "whatsapp_conversation_id"),
+            envelope.get(doc, "whatsapp_conversation_id"),
+            envelope.get(doc, "conversation_id"),
+            envelope.get(batch_info, "conversation_id"),
         ),
-        "message_id": _first(_get(doc, "message", "id")),
+        "message_id": envelope.first_text(envelope.get(doc, "message", "id")),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -9,7 +11,7 @@ from aiohttp import web
 from service import keys
 from service.errors import json_error
 from service.log.writer import StoreUnavailable
-from service.webhooks import kapso, signature
+from service.webhooks import kapso, meta, signature
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -53,5 +55,42 @@ async def receive_kapso(request: web.Request) -> web.Response:
     return await append(request, delivery, events)
 
 
+def verify_meta(request: web.Request, body: bytes) -> str:
+    """Kapso's X-Webhook-Signature with a webhook secret, or Meta's X-Hub-Signature-256 with
+    META_APP_SECRET; the id of whichever secret matched, or a 401."""
+    reasons = []
+    for header, keyring in (("X-Webhook-Signature", request.app[keys.keyring]),
+                            ("X-Hub-Signature-256", request.app.get(keys.meta_keyring))):
+        if keyring is None:
+            continue
+        try:
+            return signature.verify(body, request.headers.get(header), keyring)
+        except signature.SignatureError as exc:
+            reasons.append(f"{header}: {exc.reason}")
+    request[keys.signature_failure] = True
+    raise json_error(401, "invalid_signature", "; ".join(reasons))
+
+
+async def receive_meta(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    secret_id = verify_meta(request, body)
+    delivery, events = meta.parse_delivery(body, request.headers, secret_id, datetime.now(UTC))
+    delivery = replace(delivery, key_is_body_sha256=meta.key_matches_body(request.headers, body))
+    return await append(request, delivery, events)
+
+
+async def meta_handshake(request: web.Request) -> web.Response:
+    """Meta's subscription check: echo hub.challenge when hub.verify_token matches."""
+    token = request.app[keys.settings].meta_verify_token
+    given = request.query.get("hub.verify_token", "")
+    if (token is None or request.query.get("hub.mode") != "subscribe"
+            or not hmac.compare_digest(given.encode(), token.get_secret_value().encode())):
+        raise json_error(403, "forbidden", "hub.mode must be subscribe and hub.verify_token "
+                         "must equal META_VERIFY_TOKEN")
+    return web.Response(text=request.query.get("hub.challenge", ""), content_type="text/plain")
+
+
 def setup(app: web.Application) -> None:
     app.router.add_post("/webhooks/kapso", receive_kapso)
+    app.router.add_post("/webhooks/meta", receive_meta)
+    app.router.add_get("/webhooks/meta", meta_handshake)

@@ -4,8 +4,9 @@ SELECT pg_advisory_xact_lock(7263501);
 
 -- name: insert_deliveries
 -- Store raw delivery bodies once each, keyed by their SHA-256.
-INSERT INTO deliveries (body_sha256, received_at, kind, headers, body)
-SELECT * FROM unnest($1::bytea[], $2::timestamptz[], $3::text[], $4::jsonb[], $5::bytea[])
+INSERT INTO deliveries (body_sha256, received_at, kind, headers, body, key_is_body_sha256)
+SELECT * FROM unnest($1::bytea[], $2::timestamptz[], $3::text[], $4::jsonb[], $5::bytea[],
+                     $6::boolean[])
 ON CONFLICT DO NOTHING;
 
 -- name: append_events

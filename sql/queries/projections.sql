@@ -4,32 +4,67 @@ SELECT name, position, skipped FROM projection_checkpoints
 WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE;
 
 -- name: fetch_projection_input
--- Log events after a position, with the fields the folds need pulled out in SQL.
+-- Log events after a position, with the fields the folds need pulled out in SQL
+-- (status times are the earliest per status in the payload's Meta status history: Kapso's
+-- message.kapso.statuses, or the one status of a Meta-kind status event).
+-- Path operators (#>>) read nested values without copying the objects on the way.
 SELECT e.position, e.received_at, e.kind, e.event_name, e.phone_number_id,
        e.conversation_id, e.message_id, e.payload IS NULL AS unparseable,
-       jsonb_typeof(e.payload) AS payload_type,
-       p.m ->> 'timestamp' AS message_ts,
-       coalesce(p.m ->> 'type', p.m ->> 'message_type') AS message_type,
-       coalesce(p.m -> 'kapso' ->> 'direction', p.m ->> 'direction') AS direction,
-       coalesce(p.m -> 'kapso' ->> 'origin', p.m ->> 'origin') AS origin,
-       coalesce(p.m -> 'kapso' ->> 'status', p.m ->> 'status') AS message_status,
-       p.m -> 'kapso' -> 'statuses' AS statuses,
-       p.m -> 'template' ->> 'name' AS template_name,
-       p.c ->> 'status' AS conv_status,
-       p.c ->> 'created_at' AS conv_created_at,
-       p.c ->> 'updated_at' AS conv_updated_at,
-       p.c ->> 'last_active_at' AS conv_last_active_at,
-       p.c ->> 'phone_number' AS conv_phone,
-       p.c ->> 'business_scoped_user_id' AS conv_bsuid,
-       p.c -> 'kapso' ->> 'contact_name' AS contact_name,
-       e.payload -> 'since_message' ->> 'created_at' AS inactive_since,
-       e.payload -> 'inactivity' ->> 'minutes' AS inactivity_minutes,
-       CASE WHEN e.kind = 'meta' THEN e.payload END AS meta
+       CASE WHEN e.payload #>> '{message,timestamp}' ~ '^[0-9]{1,11}$'
+            THEN to_timestamp((e.payload #>> '{message,timestamp}')::bigint) END AS message_ts,
+       coalesce(e.payload #>> '{message,type}', e.payload #>> '{message,message_type}') AS message_type,
+       coalesce(e.payload #>> '{message,kapso,direction}', e.payload #>> '{message,direction}') AS direction,
+       coalesce(e.payload #>> '{message,kapso,origin}', e.payload #>> '{message,origin}') AS origin,
+       e.payload #>> '{message,template,name}' AS template_name,
+       coalesce(nullif(e.payload #>> '{conversation,business_scoped_user_id}', ''),
+                nullif(e.payload #>> '{message,from_user_id}', ''),
+                nullif(e.payload #>> '{status,recipient_user_id}', ''),
+                nullif(e.payload #>> '{status,user_id}', ''),
+                nullif(e.payload #>> '{status,business_scoped_user_id}', ''),
+                nullif(e.payload #>> '{contacts,0,user_id}', '')) AS contact_bsuid,
+       coalesce(nullif(e.payload #>> '{conversation,phone_number}', ''),
+                CASE WHEN e.kind = 'meta' THEN coalesce(
+                    nullif(e.payload #>> '{message,from}', ''),
+                    nullif(e.payload #>> '{status,recipient_id}', ''),
+                    nullif(e.payload #>> '{contacts,0,wa_id}', '')) END) AS contact_phone,
+       st.sent_at, st.delivered_at, st.read_at, st.failed_at,
+       st.error_code, st.error_title, st.pricing_category,
+       e.payload #>> '{conversation,status}' AS conv_status,
+       e.payload #>> '{conversation,created_at}' AS conv_created_at,
+       e.payload #>> '{conversation,updated_at}' AS conv_updated_at,
+       e.payload #>> '{conversation,last_active_at}' AS conv_last_active_at,
+       e.payload #>> '{conversation,phone_number}' AS conv_phone,
+       e.payload #>> '{conversation,business_scoped_user_id}' AS conv_bsuid,
+       e.payload #>> '{conversation,kapso,contact_name}' AS contact_name,
+       e.payload #>> '{since_message,created_at}' AS inactive_since,
+       e.payload #>> '{inactivity,minutes}' AS inactivity_minutes
 FROM events e
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN jsonb_typeof(e.payload -> 'message') = 'object' THEN e.payload -> 'message' END AS m,
-           CASE WHEN jsonb_typeof(e.payload -> 'conversation') = 'object' THEN e.payload -> 'conversation' END AS c
-) p
+    SELECT min(ts) FILTER (WHERE status = 'sent') AS sent_at,
+           min(ts) FILTER (WHERE status = 'delivered') AS delivered_at,
+           min(ts) FILTER (WHERE status = 'read') AS read_at,
+           min(ts) FILTER (WHERE status = 'failed') AS failed_at,
+           min(error_code) FILTER (WHERE status = 'failed') AS error_code,
+           min(error_title) FILTER (WHERE status = 'failed' AND error_code IS NOT NULL) AS error_title,
+           min(category) AS pricing_category
+    FROM (
+        SELECT s ->> 'status' AS status,
+               CASE WHEN s ->> 'timestamp' ~ '^[0-9]{1,11}$'
+                    THEN to_timestamp((s ->> 'timestamp')::bigint) END AS ts,
+               CASE WHEN s #>> '{errors,0,code}' ~ '^-?[0-9]{1,9}$'
+                    THEN (s #>> '{errors,0,code}')::int END AS error_code,
+               coalesce(s #>> '{errors,0,title}', s #>> '{errors,0,message}', '') AS error_title,
+               s #>> '{pricing,category}' AS category
+        FROM jsonb_array_elements(CASE
+                 WHEN jsonb_typeof(e.payload #> '{message,kapso,statuses}') = 'array'
+                 THEN e.payload #> '{message,kapso,statuses}'
+                 WHEN e.kind = 'meta' AND jsonb_typeof(e.payload -> 'status') = 'object'
+                 THEN jsonb_build_array(e.payload -> 'status')
+                 ELSE '[]'::jsonb END) AS s
+        WHERE jsonb_typeof(s) = 'object' AND coalesce(s ->> 'id', e.message_id) = e.message_id
+    ) entries
+    WHERE ts IS NOT NULL
+) st
 WHERE e.position > $1
 ORDER BY e.position
 LIMIT $2;
@@ -44,14 +79,9 @@ WHERE name = $1;
 SELECT * FROM messages WHERE id = ANY($1::text[]);
 
 -- name: upsert_messages
--- Write folded message states.
-INSERT INTO messages (id, conversation_id, phone_number_id, direction, type, origin, template_name,
-    message_at, sent_at, delivered_at, read_at, failed_at, status, read_without_delivered,
-    error_code, error_title, pricing_category, updated_position, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-    $12::timestamptz[], $13::text[], $14::boolean[], $15::int[], $16::text[], $17::text[],
-    $18::bigint[], $19::timestamptz[])
+-- Write folded message states, given as a JSON array of row objects.
+INSERT INTO messages
+SELECT * FROM json_populate_recordset(NULL::messages, $1::json)
 ON CONFLICT (id) DO UPDATE SET
     conversation_id = EXCLUDED.conversation_id, phone_number_id = EXCLUDED.phone_number_id,
     direction = EXCLUDED.direction, type = EXCLUDED.type, origin = EXCLUDED.origin,
@@ -67,13 +97,14 @@ ON CONFLICT (id) DO UPDATE SET
 SELECT * FROM conversations WHERE id = ANY($1::text[]);
 
 -- name: upsert_conversations
--- Write folded conversation states (message counts are refreshed separately).
+-- Write folded conversation states as a JSON array (message counts are refreshed separately).
 INSERT INTO conversations (id, phone_number_id, contact_phone, contact_bsuid, contact_name,
     contact_name_at, status, created_at, ended_at, last_active_at, snapshot_at,
     last_inactive_at, inactivity_minutes, updated_position, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-    $6::timestamptz[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
-    $11::timestamptz[], $12::timestamptz[], $13::int[], $14::bigint[], $15::timestamptz[])
+SELECT id, phone_number_id, contact_phone, contact_bsuid, contact_name, contact_name_at, status,
+       created_at, ended_at, last_active_at, snapshot_at, last_inactive_at, inactivity_minutes,
+       updated_position, updated_at
+FROM json_populate_recordset(NULL::conversations, $1::json)
 ON CONFLICT (id) DO UPDATE SET
     phone_number_id = EXCLUDED.phone_number_id, contact_phone = EXCLUDED.contact_phone,
     contact_bsuid = EXCLUDED.contact_bsuid, contact_name = EXCLUDED.contact_name,

@@ -57,8 +57,7 @@ async def test_sigterm_under_load_loses_nothing_acknowledged(database, tmp_path)
                         return
 
             workers = [asyncio.create_task(worker()) for _ in range(48)]
-            while sum(1 for r in results if r[1] == 200) < 300:
-                await asyncio.sleep(0.01)
+            await support.wait_until(lambda: sum(1 for r in results if r[1] == 200) >= 300)
             service.proc.send_signal(signal.SIGTERM)
             assert await service.wait() == 0
             await asyncio.wait_for(asyncio.gather(*workers), 30)

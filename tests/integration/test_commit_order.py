@@ -10,6 +10,7 @@ from service import db
 from service.db import Q
 from service.log import writer as log_writer
 from service.webhooks import kapso
+from tests import support
 
 
 def record(i: int, tag: str = "w"):
@@ -17,12 +18,10 @@ def record(i: int, tag: str = "w"):
     return kapso.parse_delivery(body, {"X-Webhook-Event": "x"}, "sid", datetime.now(UTC))
 
 
-async def wait_for_advisory_waiter(conn, timeout=10.0):
+async def wait_for_advisory_waiter(conn):
     """Poll until some backend is blocked on an advisory lock."""
-    async with asyncio.timeout(timeout):
-        while not await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
-            await asyncio.sleep(0.01)
+    await support.wait_until(lambda: conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"), 10)
 
 
 async def test_an_append_waits_for_another_processes_open_transaction(database):

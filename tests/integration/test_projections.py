@@ -134,10 +134,8 @@ async def test_rebuild_equals_the_running_projector(database, tmp_path):
         result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
         assert set(result) == {200}
         head = await sink.pool.fetchval("SELECT max(position) FROM events")
-        async with asyncio.timeout(30):  # the running projector catches up on its own
-            while await sink.pool.fetchval(
-                    "SELECT min(position) FROM projection_checkpoints") < head:
-                await asyncio.sleep(0.05)
+        # the running projector catches up on its own
+        await support.wait_until(lambda: _caught_up(sink.pool, head))
         before = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
         assert len(before["messages"]) > 50 and len(before["conversations"]) == 12
         await runner.rebuild(sink.pool)
@@ -145,13 +143,19 @@ async def test_rebuild_equals_the_running_projector(database, tmp_path):
         assert after == before
         # and through the CLI, as an operator runs it
         env = {**sink_env(settings), "DATABASE_URL": database}
-        done = subprocess.run([sys.executable, "-m", "service", "rebuild", "messages",
-                               "--no-progress"], env=env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        assert "rebuilt messages" in done.stdout
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "rebuild", "messages", "--no-progress", env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert "rebuilt messages" in out.decode()
         assert await table(sink.pool, "messages") == before["messages"]
     finally:
         await support.stop_sink(sink)
+
+
+async def _caught_up(pool, head) -> bool:
+    return await pool.fetchval("SELECT min(position) FROM projection_checkpoints") >= head
 
 
 def sink_env(settings):
@@ -188,17 +192,13 @@ async def test_exactly_one_leader_and_takeover(database):
     stops = [asyncio.Event(), asyncio.Event()]
     tasks = [asyncio.create_task(p.run(s)) for p, s in zip(projectors, stops, strict=True)]
     try:
-        async with asyncio.timeout(10):
-            while not any(p.is_leader for p in projectors):
-                await asyncio.sleep(0.02)
+        await support.wait_until(lambda: any(p.is_leader for p in projectors), 10)
         await asyncio.sleep(0.3)  # give the standby several chances to (wrongly) lead
         assert sum(p.is_leader for p in projectors) == 1
         leader = next(i for i, p in enumerate(projectors) if p.is_leader)
         stops[leader].set()
         await tasks[leader]
-        async with asyncio.timeout(10):
-            while not projectors[1 - leader].is_leader:
-                await asyncio.sleep(0.02)
+        await support.wait_until(lambda: projectors[1 - leader].is_leader, 10)
     finally:
         for s in stops:
             s.set()
@@ -212,3 +212,25 @@ async def test_exactly_one_leader_and_takeover(database):
 async def test_unknown_ids_are_404(sink, path):
     status, doc, _ = await sink.get(path)
     assert status == 404 and doc["error"] == "not_found"
+
+
+async def test_status_history_extraction_ignores_odd_entries(sink):
+    body = outbound("whatsapp.message.delivered", [SENT, DELIVERED])
+    body["message"]["kapso"]["statuses"] += [
+        1, "x", None, {"status": "read"},  # no timestamp
+        {"id": "wamid.OTHER", "status": "read", "timestamp": "1730099999"},  # another message
+        {"id": WAMID, "status": "read", "timestamp": "soon"},
+        {"id": WAMID, "status": "failed", "timestamp": "1730099999",
+         "errors": [{"code": "x"}]},
+        {"status": "sent", "timestamp": "1730000000"},  # no id: this message's, and earlier
+    ]
+    await sink.send(body, event="whatsapp.message.delivered")
+    await sink.send({"message": {"id": "wamid.ODD", "kapso": {"statuses": {"not": "a list"}},
+                                 "timestamp": 12},
+                     "conversation": ["not", "an", "object"]}, event="whatsapp.message.sent")
+    await project(sink)
+    _, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
+    assert doc["read_at"] is None and doc["sent_at"] == "2024-10-27T03:33:20Z"
+    assert doc["status"] == "failed" and doc["error_code"] is None
+    status, odd, _ = await sink.get("/v1/messages/wamid.ODD")
+    assert status == 200 and odd["status"] == "sent" and odd["conversation_id"] is None

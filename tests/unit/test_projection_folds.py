@@ -12,8 +12,8 @@ WAMID = "wamid.OUT1"
 CONV = "c63ced48-1283-4d55-8c8d-930f525aa0e5"
 
 
-def ts(seconds: int) -> str:
-    return str(int((T0 + timedelta(seconds=seconds)).timestamp()))
+def ts(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
 
 
 def iso(seconds: int) -> str:
@@ -27,19 +27,36 @@ def row(position, event_name, *, message_id=WAMID, statuses=None, message_ts=Non
         "position": position, "received_at": T0 + timedelta(hours=position),
         "kind": "kapso", "event_name": event_name, "phone_number_id": "123",
         "conversation_id": CONV, "message_id": message_id, "unparseable": False,
-        "payload_type": "object", "message_ts": message_ts, "message_type": "text",
-        "direction": direction, "origin": "cloud_api", "message_status": None,
-        "statuses": statuses, "template_name": None,
+        "message_ts": message_ts, "message_type": "text",
+        "direction": direction, "origin": "cloud_api", "template_name": None,
+        "contact_bsuid": None, "contact_phone": conv.get("phone_number"),
+        **extracted(statuses),
         "conv_status": conv.get("status"), "conv_created_at": conv.get("created_at"),
         "conv_updated_at": conv.get("updated_at"), "conv_last_active_at": conv.get("last_active_at"),
         "conv_phone": conv.get("phone_number"), "conv_bsuid": conv.get("bsuid"),
         "contact_name": contact_name, "inactive_since": inactive and inactive[0],
-        "inactivity_minutes": inactive and inactive[1], "meta": None,
+        "inactivity_minutes": inactive and inactive[1],
     }
 
 
+def extracted(statuses):
+    """What fetch_projection_input's SQL pulls out of a status history (earliest per status)."""
+    out = {f"{s}_at": None for s in ("sent", "delivered", "read", "failed")}
+    out.update(error_code=None, error_title=None, pricing_category=None)
+    for entry in statuses or []:
+        key = entry["status"] + "_at"
+        when = ts(entry["seconds"])
+        out[key] = when if out[key] is None else min(out[key], when)
+        if entry.get("errors"):
+            out["error_code"] = entry["errors"][0]["code"]
+            out["error_title"] = entry["errors"][0]["title"]
+        if entry.get("pricing"):
+            out["pricing_category"] = entry["pricing"]["category"]
+    return out
+
+
 def status(name, seconds, **extra):
-    return {"id": WAMID, "status": name, "timestamp": ts(seconds), "recipient_id": "1555", **extra}
+    return {"status": name, "seconds": seconds, **extra}
 
 
 FAIL = status("failed", 300, errors=[{"code": 131049, "title": "ecosystem engagement"}])
@@ -66,7 +83,7 @@ def fold(model, rows, make):
 
 
 def fold_messages(rows):
-    return fold(messages, rows, facts.kapso_message_fact)
+    return fold(messages, rows, facts.message_fact)
 
 
 def test_times_come_from_the_status_history_not_arrival():
@@ -104,8 +121,8 @@ def test_inbound_message_is_received():
 
 
 def test_unknown_events_make_no_fact():
-    assert facts.kapso_message_fact(row(1, "whatsapp.brand.new")) is None
-    assert facts.kapso_conversation_fact(row(1, "project.event")) is None
+    assert facts.message_fact(row(1, "whatsapp.brand.new")) is None
+    assert facts.conversation_fact(row(1, "project.event")) is None
 
 
 @settings(max_examples=200, deadline=None)
@@ -138,7 +155,7 @@ CONVERSATION_ROWS = [
 
 
 def fold_conversations(rows):
-    return fold(conversations, rows, facts.kapso_conversation_fact)
+    return fold(conversations, rows, facts.conversation_fact)
 
 
 def test_conversation_lifecycle():
@@ -178,7 +195,8 @@ def test_any_order_and_duplication_of_conversation_events_gives_one_state(rows, 
 
 def test_helpers_are_defensive():
     assert facts.unix_time("nope") is None and facts.unix_time(None) is None
+    assert facts.unix_time("1730092800") == datetime(2024, 10, 28, 5, 20, tzinfo=UTC)
     assert facts.iso_time("2025-10-28T14:25:01Z") == datetime(2025, 10, 28, 14, 25, 1, tzinfo=UTC)
+    assert facts.iso_time("2025-02-30T00:00:00Z") is None
     assert facts.iso_time(5) is None and facts.digits(None) is None
-    assert list(facts.status_entries([1, {"status": "sent"}, {"id": "other", "status": "sent",
-                                                              "timestamp": "1"}], WAMID)) == []
+    assert facts.digits("+1 (555) 123-4567") == "15551234567"

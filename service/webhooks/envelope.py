@@ -1,0 +1,68 @@
+"""Shared pieces of every webhook kind: lenient JSON, kept headers, safe value access."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import orjson
+
+from service.log.records import clean_text
+
+_KEPT_HEADERS = ("content-type", "user-agent", "content-length")
+
+
+def load_json(body: bytes):
+    """Parse JSON leniently; return (document, None) or (None, reason)."""
+    if not body:
+        return None, "empty body"
+    try:
+        return orjson.loads(body), None
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the stdlib accepts a few things orjson does not (lone surrogate escapes)
+        return json.loads(body.decode("utf-8")), None
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, clean_text(f"body is not JSON: {exc}", 300)
+
+
+def headers_json(headers: Mapping[str, str]) -> str:
+    """The delivery's protocol headers (X-*, content type) as a JSON object."""
+    kept: dict[str, str] = {}
+    for name in headers.keys():
+        lower = name.lower()
+        if (lower.startswith("x-") or lower in _KEPT_HEADERS) and lower not in kept:
+            values = headers.getall(name) if hasattr(headers, "getall") else [headers[name]]
+            kept[lower] = clean_text(", ".join(values), 2000) or ""
+        if len(kept) >= 64:
+            break
+    return orjson.dumps(kept).decode()
+
+
+def dump_json(value) -> tuple[str | None, str | None]:
+    """Serialise a value for a jsonb column; return (text, None) or (None, reason)."""
+    try:
+        text = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        return None, clean_text(f"item not storable as JSON: {exc}", 300)
+    if b"\\u0000" in text:
+        return None, "item holds \\u0000, which jsonb cannot store; raw body kept"
+    return text.decode(), None
+
+
+def get(obj, *path):
+    """obj[path...] through nested objects, or None when any step is missing or not an object."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def first_text(*values) -> str | None:
+    """The first value that makes non-empty text."""
+    for value in values:
+        text = clean_text(value)
+        if text:
+            return text
+    return None
