@@ -6,7 +6,7 @@ append at once, the one holding the lower positions might commit after a reader 
 already passed them, and those events would be skipped forever. We rule that out by
 serialising appends: inside a process a single writer task runs one transaction at a
 time, and across processes every append transaction first takes the same transaction-
-scoped advisory lock. Positions are drawn only while the lock is held and the lock is
+scoped advisory lock (the whole append is one call of the SQL function in migration 0004). Positions are drawn only while the lock is held and the lock is
 released only after commit, so commit order equals position order on the whole database.
 Each committed batch sends one NOTIFY, delivered to listeners when the transaction commits.
 """
@@ -138,12 +138,9 @@ class LogWriter:
     async def _write(self, batch: list[_Pending]) -> list[AppendResult]:
         deliveries = {p.delivery.body_sha256: p.delivery for p in batch}
         events = [e for p in batch for e in p.events]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q["lock_appends"])
-            await conn.execute(Q["insert_deliveries"], *_delivery_columns(deliveries.values()))
-            rows = await conn.fetch(Q["append_events"], *_event_columns(events))
-            if rows:
-                await conn.execute(Q["notify_appended"], str(max(r["position"] for r in rows)))
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(Q["append_batch"], *_delivery_columns(deliveries.values()),
+                                    *_event_columns(events))
         inserted = {r["idem_hash"]: r["position"] for r in rows}
         return self._tally(batch, inserted)
 

@@ -179,10 +179,11 @@ class Projector:
     """The background projector of a service process (leader-elected, NOTIFY-driven)."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, poll_interval: float = 1.0,
-                 batch_size: int = 5000):
+                 batch_size: int = 5000, min_interval: float = 0.2):
         self._pool = pool
         self._dsn = dsn
         self._poll = poll_interval
+        self._min_interval = min_interval  # under load, gather events into bigger batches
         self._batch = batch_size
         self.is_leader = False
         self.errors = 0
@@ -212,10 +213,14 @@ class Projector:
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
         while not stop.is_set():
             wake.clear()
+            started = asyncio.get_running_loop().time()
             await catch_up(self._pool, limit=self._batch)
             if conn.is_closed():
                 return
             await _wait(stop, wake, self._poll)
+            rest = self._min_interval - (asyncio.get_running_loop().time() - started)
+            if rest > 0 and not stop.is_set():
+                await _wait(stop, None, rest)
 
 
 async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:

@@ -33,10 +33,9 @@ async def test_an_append_waits_for_another_processes_open_transaction(database):
     try:
         tx = other.transaction()
         await tx.start()
-        await other.execute(Q["lock_appends"])
-        delivery, events = record(1, "first")
-        await other.execute(Q["insert_deliveries"], *log_writer._delivery_columns([delivery]))
-        [row] = await other.fetch(Q["append_events"], *log_writer._event_columns(events))
+        delivery, events = record(1, "first")  # another process, mid-append
+        [row] = await other.fetch(Q["append_batch"], *log_writer._delivery_columns([delivery]),
+                                  *log_writer._event_columns(events))
         task = asyncio.create_task(writer.append(*record(2, "second")))
         await wait_for_advisory_waiter(watcher)
         assert not task.done()
