@@ -10,9 +10,11 @@ from aiohttp import web
 from service import db, keys, metrics, middleware, ops
 from service.api import openapi
 from service.api import routes as api_routes
+from service.log.spool import Spool
 from service.log.writer import LogWriter
 from service.projections.runner import Projector
 from service.settings import Settings, webhook_secrets
+from service.webhooks import parse
 from service.webhooks import routes as webhook_routes
 from service.webhooks.signature import Keyring
 
@@ -68,13 +70,21 @@ async def _connect(dsn: str, size: int, attempts: int = 30):
 
 async def _writer(app: web.Application):
     settings = app[keys.settings]
+    spool = None
+    if settings.spool_max_bytes > 0:
+        spool = Spool(settings.data_dir / "spool" / f"spool-{settings.port}.log",
+                      settings.spool_max_bytes)
+        spool.open()
     writer = LogWriter(
-        app[keys.pool], batch_max=settings.batch_max, commit_timeout=settings.commit_timeout
+        app[keys.pool], batch_max=settings.batch_max, commit_timeout=settings.commit_timeout,
+        spool=spool, reparse=parse.parse_raw,
     )
     writer.start()
     app[keys.writer] = writer
     yield
     await writer.close()
+    if spool is not None:
+        spool.close()
     log.info("writer_closed", stored=writer.stats.stored, duplicates=writer.stats.duplicates)
 
 

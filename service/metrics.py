@@ -52,6 +52,10 @@ class Metrics:
                                  registry=self.registry)
         self.queued = Gauge("kapso_sink_writer_queued", "Deliveries waiting for a commit",
                             registry=self.registry)
+        self.spool_records = Gauge("kapso_sink_spool_records",
+                                   "Deliveries in the outage spool", registry=self.registry)
+        self.spool_bytes = Gauge("kapso_sink_spool_bytes", "Size of the outage spool",
+                                 registry=self.registry)
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         route = request.match_info.route.resource
@@ -66,7 +70,11 @@ METRICS = web.AppKey("metrics", Metrics)
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    m.queued.set(request.app[keys.writer].queued)
+    writer = request.app[keys.writer]
+    m.queued.set(writer.queued)
+    if writer.spool is not None:
+        m.spool_records.set(writer.spool.records)
+        m.spool_bytes.set(writer.spool.size)
     try:
         async with asyncio.timeout(2.0):
             for row in await runner.status(request.app[keys.pool]):

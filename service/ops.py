@@ -24,7 +24,11 @@ async def readyz(request: web.Request) -> web.Response:
         checks["migrations"] = "ok" if version >= db.latest_version() else "pending"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    checks["queued"] = request.app[keys.writer].queued
+    writer = request.app[keys.writer]
+    checks["queued"] = writer.queued
+    if writer.spool is not None:
+        checks["spool_records"] = writer.spool.records
+        checks["spool_bytes"] = writer.spool.size
     ready = checks.get("database") == "ok" and checks.get("migrations") == "ok"
     return web.json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", alias="KAPSO_SINK_LOG_LEVEL")
     log_format: str = Field("json", alias="KAPSO_SINK_LOG_FORMAT")
     projector: bool = Field(True, alias="KAPSO_SINK_PROJECTOR")
+    spool_max_bytes: int = Field(256 * 1024 * 1024, alias="KAPSO_SINK_SPOOL_MAX_BYTES", ge=0)
     meta_app_secret: SecretStr | None = Field(None, alias="META_APP_SECRET")
     meta_verify_token: SecretStr | None = Field(None, alias="META_VERIFY_TOKEN")
     export_interval: float = Field(300.0, alias="KAPSO_SINK_EXPORT_INTERVAL", ge=0)

@@ -200,13 +200,16 @@ class ServiceProcess:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("service did not exit")
             await asyncio.sleep(0.05)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
         return self.proc.returncode
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if getattr(self, "_log", None) is not None and not self._log.closed:
+            self._log.close()
 
 
 async def wait_until(predicate, limit: float = 30.0, every: float = 0.02):

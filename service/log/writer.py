@@ -14,6 +14,7 @@ Each committed batch sends one NOTIFY, delivered to listeners when the transacti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -21,6 +22,7 @@ import structlog
 
 from service.db import Q
 from service.log.records import DeliveryRecord, EventRecord
+from service.log.spool import RawDelivery, SpoolError
 
 log = structlog.get_logger("service.log.writer")
 
@@ -36,6 +38,7 @@ class AppendResult:
     stored: int
     duplicates: int
     positions: tuple[int, ...]
+    spooled: bool = False
 
 
 @dataclass(slots=True)
@@ -43,6 +46,7 @@ class _Pending:
     delivery: DeliveryRecord
     events: list[EventRecord]
     future: asyncio.Future = field(repr=False)
+    raw: RawDelivery | None = None
 
 
 @dataclass
@@ -51,6 +55,8 @@ class WriterStats:
     stored: int = 0
     duplicates: int = 0
     failures: int = 0
+    spooled: int = 0
+    drained: int = 0
     stored_by_event: dict[str, int] = field(default_factory=dict)
     duplicates_by_event: dict[str, int] = field(default_factory=dict)
 
@@ -58,8 +64,12 @@ class WriterStats:
 class LogWriter:
     """The one appender of a process; `append()` returns once the rows are committed."""
 
-    def __init__(self, pool: asyncpg.Pool, *, batch_max: int = 1000, commit_timeout: float = 5.0):
+    def __init__(self, pool: asyncpg.Pool, *, batch_max: int = 1000, commit_timeout: float = 5.0,
+                 spool=None, reparse=None, retry_every: float = 1.0):
         self._pool = pool
+        self.spool = spool
+        self._reparse = reparse  # RawDelivery -> (DeliveryRecord, events), for draining
+        self._retry_every = retry_every
         self._batch_max = batch_max
         self._timeout = commit_timeout
         self._queue: list[_Pending] = []
@@ -82,12 +92,14 @@ class LogWriter:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def append(self, delivery: DeliveryRecord, events: list[EventRecord]) -> AppendResult:
-        """Queue one delivery's events and wait until their transaction has committed."""
+    async def append(self, delivery: DeliveryRecord, events: list[EventRecord],
+                     raw: RawDelivery | None = None) -> AppendResult:
+        """Queue one delivery's events and wait until they are committed (or, with a spool
+        and the database unreachable, fsynced to the spool)."""
         if self._closing:
             raise StoreUnavailable("shutting down")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(delivery, events, future))
+        self._queue.append(_Pending(delivery, events, future, raw))
         self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._timeout)
@@ -96,7 +108,12 @@ class LogWriter:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self.spool is not None and self.spool.pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._retry_every)
+                await self._drain_spool()
+            else:
+                await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 batch = self._queue[: self._batch_max]
@@ -106,22 +123,86 @@ class LogWriter:
                 return
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        if self.spool is not None and self.spool.pending:
+            # keep arrival order: nothing bypasses older deliveries still in the spool
+            await self._to_spool(batch, "spool not yet drained")
+            return
         try:
             results = await asyncio.wait_for(self._write(batch), self._timeout)
         except asyncpg.DataError as exc:
             await self._isolate(batch, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - every waiting request is answered 503
+        except Exception as exc:  # noqa: BLE001 - spooled, or every waiting request gets 503
             self.stats.failures += 1
             log.warning("append_failed", error=type(exc).__name__, detail=str(exc)[:200],
                         deliveries=len(batch))
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(StoreUnavailable("the event log is unavailable"))
+            if self.spool is not None and all(p.raw is not None for p in batch):
+                await self._to_spool(batch, type(exc).__name__)
+                return
+            self._fail(batch, "the event log is unavailable")
             return
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    def _fail(self, batch: list[_Pending], reason: str) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(StoreUnavailable(reason))
+
+    async def _to_spool(self, batch: list[_Pending], why: str) -> None:
+        """fsync the batch's raw deliveries to the spool, then answer them."""
+        try:
+            await asyncio.to_thread(self.spool.append, [p.raw.encode() for p in batch])
+        except SpoolError as exc:
+            log.error("spool_refused", reason=str(exc), deliveries=len(batch))
+            self._fail(batch, f"the event log is unavailable and {exc}")
+            return
+        self.stats.spooled += len(batch)
+        log.warning("spooled", deliveries=len(batch), why=why, records=self.spool.records)
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_result(AppendResult(len(pending.events), 0, (), spooled=True))
+
+    async def _drain_spool(self) -> bool:
+        """Commit every spooled delivery in arrival order, then empty the spool.
+
+        A chunk that fails leaves the spool as it is; the next attempt starts again from the
+        first record and the idempotency hash turns what already landed into duplicates.
+        """
+        records = await asyncio.to_thread(lambda: list(self.spool.read()))
+        chunk: list[_Pending] = []
+        try:
+            for payload in records:
+                delivery, events = self._reparse(RawDelivery.decode(payload))
+                chunk.append(_Pending(delivery, events, None))
+                if len(chunk) >= self._batch_max:
+                    await self._write_all(chunk)
+                    chunk = []
+            if chunk:
+                await self._write_all(chunk)
+        except Exception as exc:  # noqa: BLE001 - try again later
+            log.info("spool_drain_waiting", error=type(exc).__name__, records=len(records))
+            return False
+        await asyncio.to_thread(self.spool.truncate)
+        self.stats.drained += len(records)
+        log.warning("spool_drained", records=len(records))
+        return True
+
+    async def _write_all(self, chunk: list[_Pending]) -> None:
+        """Write spooled deliveries; a payload PostgreSQL refuses is dropped, the raw kept."""
+        try:
+            await asyncio.wait_for(self._write(chunk), self._timeout)
+            return
+        except asyncpg.DataError:
+            pass
+        for pending in chunk:
+            try:
+                await asyncio.wait_for(self._write([pending]), self._timeout)
+            except asyncpg.DataError as exc:
+                reason = f"payload rejected by PostgreSQL ({type(exc).__name__}); raw body kept"
+                pending.events = [e.without_payload(reason) for e in pending.events]
+                await asyncio.wait_for(self._write([pending]), self._timeout)
 
     async def _isolate(self, batch: list[_Pending], exc: Exception) -> None:
         """A value PostgreSQL refused: retry alone, then without the offending payloads."""

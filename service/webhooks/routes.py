@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -11,7 +10,8 @@ from aiohttp import web
 from service import keys
 from service.errors import json_error
 from service.log.writer import StoreUnavailable
-from service.webhooks import kapso, meta, signature
+from service.log.spool import RawDelivery
+from service.webhooks import kapso, meta, parse, signature
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -36,23 +36,33 @@ def verify(request: web.Request, body: bytes, header: str = "X-Webhook-Signature
         raise json_error(401, "invalid_signature", exc.reason) from None
 
 
-async def append(request: web.Request, delivery, events) -> web.Response:
-    """Commit the events and answer 200 with counts, or 503 when the log is unavailable."""
+def raw_delivery(request: web.Request, kind: str, body: bytes, secret_id: str) -> RawDelivery:
+    headers = tuple((k, v) for k, v in request.headers.items()
+                    if k.lower().startswith("x-") or k.lower() == "content-type")
+    return RawDelivery(kind, datetime.now(UTC), secret_id, headers, body)
+
+
+async def append(request: web.Request, raw: RawDelivery) -> web.Response:
+    """Commit the delivery's events and answer 200 with counts (spooled when the database is
+    unreachable), or 503 when neither is possible."""
+    delivery, events = parse.parse_raw(raw)
     try:
-        result = await request.app[keys.writer].append(delivery, events)
+        result = await request.app[keys.writer].append(delivery, events, raw)
     except StoreUnavailable as exc:
         raise json_error(
             503, "store_unavailable", f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}
         ) from None
     request[keys.stored], request[keys.duplicates] = result.stored, result.duplicates
-    return web.json_response({"stored": result.stored, "duplicates": result.duplicates})
+    answer = {"stored": result.stored, "duplicates": result.duplicates}
+    if result.spooled:
+        answer["spooled"] = True
+    return web.json_response(answer)
 
 
 async def receive_kapso(request: web.Request) -> web.Response:
     body = await read_body(request)
     secret_id = verify(request, body)
-    delivery, events = kapso.parse_delivery(body, request.headers, secret_id, datetime.now(UTC))
-    return await append(request, delivery, events)
+    return await append(request, raw_delivery(request, kapso.KIND, body, secret_id))
 
 
 def verify_meta(request: web.Request, body: bytes) -> str:
@@ -74,9 +84,7 @@ def verify_meta(request: web.Request, body: bytes) -> str:
 async def receive_meta(request: web.Request) -> web.Response:
     body = await read_body(request)
     secret_id = verify_meta(request, body)
-    delivery, events = meta.parse_delivery(body, request.headers, secret_id, datetime.now(UTC))
-    delivery = replace(delivery, key_is_body_sha256=meta.key_matches_body(request.headers, body))
-    return await append(request, delivery, events)
+    return await append(request, raw_delivery(request, meta.KIND, body, secret_id))
 
 
 async def meta_handshake(request: web.Request) -> web.Response:

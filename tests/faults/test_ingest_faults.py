@@ -74,7 +74,9 @@ async def test_sigterm_under_load_loses_nothing_acknowledged(database, tmp_path)
 async def test_database_stopped_mid_run_gives_503_then_recovers(tmp_path):
     pg = EmbeddedPostgres(tmp_path / "pg", port=5433)
     dsn = pg.start()
-    service = support.ServiceProcess(dsn, tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2)
+    # without a spool, an unreachable database means 503 so that Kapso retries
+    service = support.ServiceProcess(dsn, tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2,
+                                     KAPSO_SINK_SPOOL_MAX_BYTES=0)
     try:
         await service.start()
         async with aiohttp.ClientSession() as http:
