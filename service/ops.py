@@ -29,6 +29,9 @@ async def readyz(request: web.Request) -> web.Response:
     if writer.spool is not None:
         checks["spool_records"] = writer.spool.records
         checks["spool_bytes"] = writer.spool.size
+    projector = request.app.get(keys.projector)
+    if projector is not None:
+        checks["projector"] = "leader" if projector.is_leader else "standby"
     ready = checks.get("database") == "ok" and checks.get("migrations") == "ok"
     return web.json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
