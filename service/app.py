@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 from aiohttp import web
@@ -52,9 +53,24 @@ async def _database(app: web.Application):
     pool = await _connect(app[keys.dsn], settings.pool_size)
     async with pool.acquire() as conn:
         await db.migrate(conn)
+        await conn.execute(db.Q["ensure_partitions"])
     app[keys.pool] = pool
+    maintenance = asyncio.create_task(_ensure_partitions_hourly(pool), name="partitions")
     yield
+    maintenance.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await maintenance
     await pool.close()
+
+
+async def _ensure_partitions_hourly(pool) -> None:
+    """Keep next months' log partitions created ahead of time."""
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await pool.execute(db.Q["ensure_partitions"])
+        except Exception as exc:  # noqa: BLE001 - retried in an hour; the default partition catches rows
+            log.warning("partition_maintenance_failed", error=type(exc).__name__)
 
 
 async def _connect(dsn: str, size: int, attempts: int = 30):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import structlog
 
@@ -100,6 +101,38 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from service import db
+    from service.log import archive
+
+    try:
+        year, month = (int(part) for part in args.before.split("-"))
+        before = date(year, month, 1)
+    except ValueError:
+        print(f"kapso-sink: --before must be YYYY-MM, not {args.before!r}", file=sys.stderr)
+        return 2
+
+    async def run(dsn: str) -> list[dict]:
+        pool = await db.create_pool(dsn, size=2)
+        try:
+            async with pool.acquire() as conn:
+                await db.migrate(conn)
+            return await archive.archive_before(pool, before, Path(args.dir))
+        finally:
+            await pool.close()
+
+    with database(settings) as dsn:
+        done = asyncio.run(run(dsn))
+    for item in done:
+        print(f"archived {item['partition']}: {item['events']} events, "
+              f"{item['deliveries']} deliveries -> {item['events_file']}")
+    if not done:
+        print(f"nothing to archive before {args.before}")
+    return 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from analytics import simulator
 
@@ -107,7 +140,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "rebuild": cmd_rebuild,
-            "simulate": cmd_simulate}
+            "archive": cmd_archive, "simulate": cmd_simulate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("name", nargs="?", choices=["conversations", "messages"],
                          help="one read model (default: all)")
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arch = sub.add_parser("archive", help="move whole months of the log to Parquet")
+    arch.add_argument("--before", required=True, metavar="YYYY-MM",
+                      help="archive every month before this one")
+    arch.add_argument("--dir", default="archive", help="where the Parquet files go")
     sim = sub.add_parser("simulate", help="send realistic signed Kapso traffic to a sink")
     try:
         from analytics import simulator

@@ -28,7 +28,28 @@ def pg_dsn():
     server = EmbeddedPostgres(ROOT / ".kapso-sink" / "pg-test")
     dsn = server.start()
     yield dsn
-    server.stop_if_started()
+    if not _others_connected(dsn):  # another test session may share the cluster
+        server.stop_if_started()
+
+
+def _others_connected(dsn: str) -> bool:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND pid <> pg_backend_pid()")
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(count()) > 0
+    except (OSError, asyncpg.PostgresError):
+        return False
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from service import keys
 from service.errors import json_error
-from service.log.writer import StoreUnavailable
 from service.log.spool import RawDelivery
+from service.log.writer import StoreUnavailable
 from service.webhooks import kapso, meta, parse, signature
 
 RETRY_AFTER_SECONDS = "5"

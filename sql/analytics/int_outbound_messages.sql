@@ -1,0 +1,52 @@
+-- Outbound messages with the funnel steps they reached and the time between steps.
+-- grain: message_id
+
+with messages as (
+
+    select * from stg_messages
+
+),
+
+outbound as (
+
+    select * from messages
+    where direction = 'outbound'
+
+),
+
+steps as (
+
+    select
+        message_id,
+        conversation_id,
+        phone_number_id,
+        message_type,
+        coalesce(template_name, '(free-form)') as template,
+        coalesce(pricing_category, '(unknown)') as pricing_category,
+        status,
+        error_code,
+        error_title,
+        coalesce(sent_at, message_at, failed_at) as sent_at,
+        delivered_at,
+        read_at,
+        failed_at,
+        sent_at is not null as was_sent,
+        delivered_at is not null or read_at is not null as was_delivered,
+        read_at is not null as was_read,
+        failed_at is not null as was_failed,
+        date_diff('second', sent_at, delivered_at) as sent_to_delivered_seconds,
+        date_diff('second', delivered_at, read_at) as delivered_to_read_seconds,
+        date_diff('second', sent_at, read_at) as sent_to_read_seconds
+
+    from outbound
+
+),
+
+final as (
+
+    select * from steps
+    where sent_at is not null
+
+)
+
+select * from final
