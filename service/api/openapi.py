@@ -115,6 +115,12 @@ def _paths() -> dict:
                            _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000}),
                            _param("event"), _param("conversation_id"), _param("message_id")],
             "responses": {"200": _json("EventPage", "entries"), **_ERR}}},
+        "/v1/deliveries/{sha256}": {"get": {
+            "summary": "One raw delivery, byte for byte (find the hash in /v1/events)",
+            "operationId": "getDelivery", "security": secured,
+            "parameters": [_param("sha256", "path", desc="hex SHA-256 of the body")],
+            "responses": {"200": _json("Delivery", "found"),
+                          "404": _json("Error", "unknown hash"), **_ERR}}},
         "/v1/projections": {"get": {
             "summary": "Projection checkpoints and lag", "operationId": "listProjections",
             "security": secured,
@@ -127,6 +133,7 @@ def document(extra_paths: dict | None = None) -> dict:
     response_models = [models.Error, models.WebhookAck, models.Conversation,
                        models.ConversationPage, models.Message, models.MessagePage,
                        models.DeliveryMetrics, models.EventPage, models.ProjectionList,
+                       models.Delivery,
                        models.Health]
     _, schema = models_json_schema([(m, "serialization") for m in response_models],
                                    ref_template=_REF)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 from datetime import UTC, datetime, timedelta
 
@@ -153,6 +154,23 @@ async def list_events(request: web.Request) -> web.Response:
     return reply(models.EventPage(events=[log_event(r) for r in rows], next_after=next_after))
 
 
+async def get_delivery(request: web.Request) -> web.Response:
+    digest = request.match_info["sha256"]
+    try:
+        key = bytes.fromhex(digest)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ApiError(400, "bad_parameter", "sha256: must be 64 hex characters")
+    row = await request.app[keys.pool].fetchrow(Q["get_delivery"], key)
+    if row is None:
+        raise ApiError(404, "not_found", "no delivery with that body hash")
+    return reply(models.Delivery(
+        body_sha256=digest.lower(), kind=row["kind"], received_at=row["received_at"],
+        headers=row["headers"], key_is_body_sha256=row["key_is_body_sha256"],
+        body_base64=base64.b64encode(row["body"]).decode()))
+
+
 async def list_projections(request: web.Request) -> web.Response:
     rows = await runner.status(request.app[keys.pool])
     return reply(models.ProjectionList(projections=[models.Projection(**r) for r in rows]))
@@ -165,6 +183,7 @@ ROUTES = [
     ("GET", "/v1/messages/{id}", get_message),
     ("GET", "/v1/metrics/delivery", delivery_metrics),
     ("GET", "/v1/events", list_events),
+    ("GET", "/v1/deliveries/{sha256}", get_delivery),
     ("GET", "/v1/projections", list_projections),
 ]
 

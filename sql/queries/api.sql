@@ -70,3 +70,8 @@ SELECT * FROM events
 WHERE message_id = $1 AND position > $2 AND ($3::text IS NULL OR event_name = $3)
   AND ($4::text IS NULL OR conversation_id = $4)
 ORDER BY message_id, position LIMIT $5;
+
+-- name: get_delivery
+-- One raw delivery by the hex SHA-256 of its body.
+SELECT body_sha256, received_at, kind, headers, body, key_is_body_sha256
+FROM deliveries WHERE body_sha256 = $1;

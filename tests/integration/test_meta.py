@@ -1,5 +1,6 @@
 """Meta-kind webhooks end to end: signatures, handshake, log, and the same read models."""
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -157,6 +158,12 @@ async def test_other_fields_are_stored_verbatim_and_raw_kept(sink):
     assert [e["event_name"] for e in events] == ["meta.message_template_status_update", "meta.user_preferences"]
     assert events[0]["payload"]["value"]["event"] == "APPROVED" and events[0]["kind"] == "meta"
     assert await sink.pool.fetchval("SELECT body FROM deliveries") == raw
+    status, delivery, _ = await sink.get(f"/v1/deliveries/{events[0]['body_sha256'].hex()}")
+    assert status == 200 and base64.b64decode(delivery["body_base64"]) == raw
+    assert delivery["kind"] == "meta" and delivery["key_is_body_sha256"] is True
+    assert delivery["headers"]["x-idempotency-key"] == hashlib.sha256(raw).hexdigest()
+    assert (await sink.get("/v1/deliveries/" + "0" * 64))[0] == 404
+    assert (await sink.get("/v1/deliveries/xyz"))[0] == 400
     await runner.catch_up(sink.pool)
     _, proj, _ = await sink.get("/v1/projections")
     assert all(p["skipped"] == 2 for p in proj["projections"])
