@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -59,64 +61,64 @@ async def project_batch(conn: asyncpg.Connection, names=NAMES, limit: int = 5000
             return 0
         last = rows[-1]["position"]
         touched: set[str] = set()
-        if messages.NAME in checkpoints:
-            touched |= await _project_messages(conn, rows, checkpoints[messages.NAME], last)
-        if conversations.NAME in checkpoints:
-            touched |= await _project_conversations(
-                conn, rows, checkpoints[conversations.NAME], last)
+        for name, after in sorted(checkpoints.items()):
+            touched |= await _project(conn, MODELS[name], rows, after, last)
         if touched:
             await conn.execute(Q["refresh_conversation_counts"], list(touched))
         return len(rows)
 
 
-async def _project_messages(conn, rows, after: int, last: int) -> set[str]:
-    folded: list[facts.MessageFact] = []
+@dataclass(frozen=True)
+class _Model:
+    """How the runner drives one read model: its facts, fold, and named queries."""
+
+    name: str
+    fact: Callable
+    events: frozenset  # event names this model expects to fold
+    key: Callable  # fact -> row id
+    fold: Callable  # (state | None, fact) -> state
+    from_row: Callable
+    to_row: Callable
+    touched: Callable  # changed states -> conversation ids whose counts need a refresh
+
+
+MODELS = {
+    messages.NAME: _Model(
+        messages.NAME, facts.message_fact, frozenset(facts.MESSAGE_EVENTS),
+        lambda f: f.message_id, messages.apply, messages.from_row, messages.to_row,
+        lambda states: {s.conversation_id for s in states if s.conversation_id}),
+    conversations.NAME: _Model(
+        conversations.NAME, facts.conversation_fact, frozenset(facts.CONVERSATION_EVENTS),
+        lambda f: f.conversation_id, conversations.apply, conversations.from_row,
+        conversations.to_row, lambda states: {s.id for s in states}),
+}
+
+
+async def _project(conn, model: _Model, rows, after: int, last: int) -> set[str]:
+    """Fold the rows after `after` into one model; write states and checkpoint."""
+    folded = []
     skipped = 0
     for row in rows:
         if row["position"] <= after:
             continue
-        fact = facts.message_fact(row) if not row["unparseable"] else None
+        fact = model.fact(row) if not row["unparseable"] else None
         if fact is not None:
             folded.append(fact)
-        elif _unknown(row) or row["event_name"] in facts.MESSAGE_EVENTS:
+        elif _unknown(row) or row["event_name"] in model.events:
             skipped += 1
     touched: set[str] = set()
     if folded:
-        ids = list(dict.fromkeys(f.message_id for f in folded))
-        states = {r["id"]: messages.from_row(r)
-                  for r in await conn.fetch(Q["load_messages"], ids)}
+        ids = list(dict.fromkeys(model.key(f) for f in folded))
+        states = {r["id"]: model.from_row(r)
+                  for r in await conn.fetch(Q[f"load_{model.name}"], ids)}
         for fact in folded:
-            states[fact.message_id] = messages.apply(states.get(fact.message_id), fact)
+            key = model.key(fact)
+            states[key] = model.fold(states.get(key), fact)
         changed = [states[i] for i in ids]
-        await conn.execute(Q["upsert_messages"], _json_rows(map(messages.to_row, changed)))
-        touched = {s.conversation_id for s in changed if s.conversation_id}
-    await conn.execute(Q["save_checkpoint"], messages.NAME, last, skipped)
+        await conn.execute(Q[f"upsert_{model.name}"], _json_rows(map(model.to_row, changed)))
+        touched = model.touched(changed)
+    await conn.execute(Q["save_checkpoint"], model.name, last, skipped)
     return touched
-
-
-async def _project_conversations(conn, rows, after: int, last: int) -> set[str]:
-    folded: list[facts.ConversationFact] = []
-    skipped = 0
-    for row in rows:
-        if row["position"] <= after:
-            continue
-        fact = facts.conversation_fact(row) if not row["unparseable"] else None
-        if fact is not None:
-            folded.append(fact)
-        elif _unknown(row) or row["event_name"] in facts.CONVERSATION_EVENTS:
-            skipped += 1
-    ids: list[str] = []
-    if folded:
-        ids = list(dict.fromkeys(f.conversation_id for f in folded))
-        states = {r["id"]: conversations.from_row(r)
-                  for r in await conn.fetch(Q["load_conversations"], ids)}
-        for fact in folded:
-            states[fact.conversation_id] = conversations.apply(
-                states.get(fact.conversation_id), fact)
-        await conn.execute(Q["upsert_conversations"],
-                           _json_rows(conversations.to_row(states[i]) for i in ids))
-    await conn.execute(Q["save_checkpoint"], conversations.NAME, last, skipped)
-    return set(ids)
 
 
 async def catch_up(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progress=None) -> int:
@@ -179,11 +181,13 @@ class Projector:
     """The background projector of a service process (leader-elected, NOTIFY-driven)."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, poll_interval: float = 1.0,
-                 batch_size: int = 5000, min_interval: float = 0.2):
+                 batch_size: int = 1000, min_interval: float = 0.2):
         self._pool = pool
         self._dsn = dsn
         self._poll = poll_interval
-        self._min_interval = min_interval  # under load, gather events into bigger batches
+        # under load, gather events into bigger batches, but keep each fold short: it runs on
+        # the event loop that also answers webhooks
+        self._min_interval = min_interval
         self._batch = batch_size
         self.is_leader = False
         self.errors = 0
