@@ -28,6 +28,9 @@ bench: install
 		|| echo "wrk unavailable: falling back to the Python load generator"
 	$(BIN)/python -m bench
 
+demo: install
+	$(BIN)/python -m analytics.demo
+
 lint: install
 	$(BIN)/ruff check service analytics tests bench
 

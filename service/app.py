@@ -40,6 +40,8 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app.cleanup_ctx.append(_writer)
     if settings.projector:
         app.cleanup_ctx.append(_projector)
+    if settings.export_interval > 0:
+        app.cleanup_ctx.append(_exporter)
     webhook_routes.setup(app)
     ops.setup(app)
     api_routes.setup(app)
@@ -109,6 +111,17 @@ async def _projector(app: web.Application):
     app[keys.projector] = projector
     stop = asyncio.Event()
     task = asyncio.create_task(projector.run(stop), name="projector")
+    yield
+    stop.set()
+    await task
+
+
+async def _exporter(app: web.Application):
+    from analytics import export
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        export.run_periodically(app[keys.dsn], app[keys.settings], stop), name="exporter")
     yield
     stop.set()
     await task

@@ -133,6 +133,12 @@ def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from analytics import export
+
+    return asyncio.run(export.run(settings, args))
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from analytics import simulator
 
@@ -140,7 +146,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "rebuild": cmd_rebuild,
-            "archive": cmd_archive, "simulate": cmd_simulate}
+            "archive": cmd_archive, "export": cmd_export, "simulate": cmd_simulate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--before", required=True, metavar="YYYY-MM",
                       help="archive every month before this one")
     arch.add_argument("--dir", default="archive", help="where the Parquet files go")
+    exp = sub.add_parser("export", help="export the log, read models and analytics models to "
+                                        "Parquet and DuckDB")
+    from analytics import export
+
+    export.add_arguments(exp)
     sim = sub.add_parser("simulate", help="send realistic signed Kapso traffic to a sink")
     try:
         from analytics import simulator

@@ -129,6 +129,7 @@ def make_settings(tmp_path, **overrides) -> Settings:
         "KAPSO_SINK_DATA_DIR": str(tmp_path),
         "KAPSO_SINK_LOG_LEVEL": "warning",
         "KAPSO_SINK_PROJECTOR": False,
+        "KAPSO_SINK_EXPORT_INTERVAL": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -166,6 +167,7 @@ class ServiceProcess:
         self.env = {**os.environ, "DATABASE_URL": dsn, "KAPSO_SINK_PORT": str(port),
                     "KAPSO_WEBHOOK_SECRETS": f"{SECRET},{OLD_SECRET}",
                     "KAPSO_SINK_DATA_DIR": str(tmp_path), "KAPSO_SINK_LOG_LEVEL": "warning",
+                    "KAPSO_SINK_EXPORT_DIR": str(tmp_path / "exports"),
                     **{k: str(v) for k, v in env.items()}}
         self.log_path = tmp_path / f"service-{port}.log"
         self.argv = [sys.executable, "-m", "service", "serve"]

@@ -1,4 +1,5 @@
--- Outbound messages with the funnel steps they reached and the time between steps.
+-- Outbound messages with the funnel steps they reached and the time between steps. A message
+-- rejected before `sent` counts from its first known time.
 -- grain: message_id
 
 with messages as (
@@ -11,6 +12,22 @@ outbound as (
 
     select * from messages
     where direction = 'outbound'
+
+),
+
+timed as (
+
+    select
+        *,
+        sent_at is not null as was_sent,
+        delivered_at is not null or read_at is not null as was_delivered,
+        read_at is not null as was_read,
+        failed_at is not null as was_failed,
+        date_diff('second', sent_at, delivered_at) as sent_to_delivered_seconds,
+        date_diff('second', delivered_at, read_at) as delivered_to_read_seconds,
+        date_diff('second', sent_at, read_at) as sent_to_read_seconds
+
+    from outbound
 
 ),
 
@@ -30,15 +47,15 @@ steps as (
         delivered_at,
         read_at,
         failed_at,
-        sent_at is not null as was_sent,
-        delivered_at is not null or read_at is not null as was_delivered,
-        read_at is not null as was_read,
-        failed_at is not null as was_failed,
-        date_diff('second', sent_at, delivered_at) as sent_to_delivered_seconds,
-        date_diff('second', delivered_at, read_at) as delivered_to_read_seconds,
-        date_diff('second', sent_at, read_at) as sent_to_read_seconds
+        was_sent,
+        was_delivered,
+        was_read,
+        was_failed,
+        sent_to_delivered_seconds,
+        delivered_to_read_seconds,
+        sent_to_read_seconds
 
-    from outbound
+    from timed
 
 ),
 

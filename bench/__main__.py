@@ -1,0 +1,55 @@
+"""`python -m bench [--scenario NAME ...] [--duration S] [--connections N]`.
+
+A scenario is a module function run(args) -> dict of figures that prints its own table;
+register it in SCENARIOS. Each result is also written to bench/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from bench import common, ingest, rebuild
+from bench import export as export_bench
+
+SCENARIOS = {"ingest": ingest.run, "rebuild": rebuild.run, "export": export_bench.run}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Run benchmark scenarios.")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+                        help="scenario to run (repeatable; default: all)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run (wrk -d)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    parser.add_argument("--events", type=int, default=None,
+                        help="synthetic log events for rebuild/export (default 1,000,000)")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through every finally: children get stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
+    failed = []
+    for name in args.scenario or list(SCENARIOS):
+        try:
+            figures = SCENARIOS[name](args)
+        except KeyboardInterrupt:  # the scenario's finally blocks have stopped its processes
+            print(f"bench: {name} interrupted", file=sys.stderr)
+            return 130
+        path = common.write_result(name, figures)
+        print(f"results written to {path.relative_to(common.ROOT)}\n")
+        if not figures.get("ok", True):
+            failed.append(name)
+    if failed:
+        print(f"bench: checks failed in {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
