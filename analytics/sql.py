@@ -8,21 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from service import db
+
 DIR = Path(__file__).resolve().parent.parent / "sql" / "analytics"
-_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
 _GRAIN = re.compile(r"^--\s*grain:\s*(.+?)\s*$", re.M)
 
 
 def load_statements(path: Path) -> MappingProxyType:
     """`-- name: x` statements of one file, read-only; duplicates are an error."""
-    parts = _NAME.split(path.read_text())
-    found: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in found:
-            raise ValueError(f"duplicate statement {name!r} in {path.name}")
-        lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
-        found[name] = "\n".join(lines).strip().rstrip(";")
-    return MappingProxyType(found)
+    return MappingProxyType(db.parse_statements(path))
 
 
 PG = load_statements(DIR / "_postgres.sql")

@@ -19,16 +19,23 @@ _MIGRATION_LOCK = 7263500
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
 
 
+def parse_statements(path: Path, into: dict | None = None) -> dict[str, str]:
+    """The `-- name: x` statements of one file (comment lines dropped); duplicates are an error."""
+    found = {} if into is None else into
+    parts = _NAME.split(path.read_text())
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in found:
+            raise ValueError(f"duplicate query name {name!r} in {path.name}")
+        lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
+        found[name] = "\n".join(lines).strip().rstrip(";")
+    return found
+
+
 def load_queries(folder: Path = QUERIES_DIR) -> MappingProxyType:
     """Parse every `-- name: x` statement under `folder` into a read-only mapping."""
     queries: dict[str, str] = {}
     for path in sorted(folder.glob("*.sql")):
-        parts = _NAME.split(path.read_text())
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            if name in queries:
-                raise ValueError(f"duplicate query name {name!r} in {path.name}")
-            lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
-            queries[name] = "\n".join(lines).strip().rstrip(";")
+        parse_statements(path, queries)
     return MappingProxyType(queries)
 
 

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from analytics import simulator as sim
+from tests import vectors
 
 SECRET = "wh_sec_test_simulator"
 SEED = 11
@@ -80,17 +81,7 @@ def test_smaller_run_is_prefix_of_larger_run():
 
 
 def test_sign_matches_protocol_test_vector():
-    body = (
-        '{"message":{"id":"wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUY5","timestamp":"1730092800",'
-        '"type":"text","text":{"body":"Hola ¿qué tal? 👋"},"kapso":{"direction":"inbound",'
-        '"status":"received","processing_status":"pending","origin":"cloud_api","has_media":false}},'
-        '"conversation":{"id":"c63ced48-1283-4d55-8c8d-930f525aa0e5","phone_number":"+15551234567",'
-        '"status":"active","phone_number_id":"123456789012345"},"is_new_conversation":true,'
-        '"phone_number_id":"123456789012345"}'
-    ).encode()
-    assert len(body) == 467
-    expected = "5c5fb262c55f9e702c2c29bb53cf9b7d4cceca67af47a0ef5f84f28fcd892a06"
-    assert sim.sign("wh_sec_3kfj9dmfkg8s2", body) == expected
+    assert sim.sign(vectors.SECRET.decode(), vectors.KAPSO_BODY) == vectors.KAPSO_SIGNATURE
 
 
 def test_every_signature_verifies_over_raw_body(stream):
