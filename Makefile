@@ -24,8 +24,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
-		|| echo "wrk unavailable: falling back to the Python load generator"
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
 demo: install

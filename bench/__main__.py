@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 
 from bench import common, ingest, rebuild
 from bench import export as export_bench
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # the scenario's finally blocks have stopped its processes
             print(f"bench: {name} interrupted", file=sys.stderr)
             return 130
+        except Exception:  # noqa: BLE001 - one broken scenario must not hide the others
+            traceback.print_exc()
+            print(f"bench: scenario {name} crashed\n", file=sys.stderr)
+            failed.append(name)
+            continue
         path = common.write_result(name, figures)
         print(f"results written to {path.relative_to(common.ROOT)}\n")
         if not figures.get("ok", True):
