@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 
 import structlog
 from aiohttp import web
@@ -13,6 +15,7 @@ from service.api import openapi
 from service.api import routes as api_routes
 from service.log.spool import Spool
 from service.log.writer import LogWriter
+from service.projections.process import ProjectorProcess
 from service.projections.runner import Projector
 from service.settings import Settings, webhook_secrets
 from service.webhooks import parse
@@ -38,8 +41,10 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         log.info("webhook_secret_file", path=str(secret_file.resolve()))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_writer)
-    if settings.projector:
+    if settings.projector == "inline":
         app.cleanup_ctx.append(_projector)
+    elif settings.projector == "process":
+        app.cleanup_ctx.append(_projector_process)
     if settings.export_interval > 0:
         app.cleanup_ctx.append(_exporter)
     webhook_routes.setup(app)
@@ -117,11 +122,43 @@ async def _projector(app: web.Application):
 
 
 async def _exporter(app: web.Application):
-    from analytics import export
-
+    """Every KAPSO_SINK_EXPORT_INTERVAL seconds, run `kapso-sink export` as a child process:
+    its memory and CPU stay out of the server, and its lock keeps one export per database."""
+    settings = app[keys.settings]
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        export.run_periodically(app[keys.dsn], app[keys.settings], stop), name="exporter")
+    running: list[asyncio.subprocess.Process] = []
+
+    async def loop() -> None:
+        env = {**os.environ, "DATABASE_URL": app[keys.dsn],
+               "KAPSO_SINK_EXPORT_DIR": str(settings.export_dir)}
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.export_interval)
+                return
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "service", "export", env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            running[:] = [proc]
+            out, _ = await proc.communicate()
+            running.clear()
+            line = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            if proc.returncode == 0:
+                log.info("export_finished", result=line[0])
+            else:
+                log.error("export_failed", code=proc.returncode, output=line[0][:500])
+
+    task = asyncio.create_task(loop(), name="exporter")
     yield
     stop.set()
+    for proc in running:  # an interrupted export leaves the previous one in place
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
     await task
+
+
+async def _projector_process(app: web.Application):
+    child = ProjectorProcess(app[keys.dsn])
+    app[keys.projector_process] = child
+    child.start()
+    yield
+    await child.close()

@@ -139,6 +139,46 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(export.run(settings, args))
 
 
+def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the leader-elected projector until SIGTERM/SIGINT."""
+    import signal
+
+    from service import db
+    from service.projections.runner import Projector
+
+    async def run(dsn: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if args.parent_pid:  # started by serve: end with it, even if it was killed -9
+            asyncio.create_task(_stop_when_orphaned(args.parent_pid, stop))
+        pool = await db.create_pool(dsn, size=3)
+        try:
+            await Projector(pool, dsn, batch_size=args.batch).run(stop)
+        finally:
+            await pool.close()
+
+    with database(settings) as dsn:
+        loop = new_loop()
+        try:
+            loop.run_until_complete(run(dsn))
+        finally:
+            loop.close()
+    return 0
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    import os
+
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("parent_gone", parent=parent)
+            stop.set()
+            return
+        await asyncio.sleep(0.2)
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from analytics import simulator
 
@@ -146,7 +186,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "rebuild": cmd_rebuild,
-            "archive": cmd_archive, "export": cmd_export, "simulate": cmd_simulate}
+            "archive": cmd_archive, "export": cmd_export, "project": cmd_project,
+            "simulate": cmd_simulate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,15 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("name", nargs="?", choices=["conversations", "messages"],
                          help="one read model (default: all)")
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    proj = sub.add_parser("project", help="run the projector alone (serve starts one itself)")
+    proj.add_argument("--batch", type=int, default=5000, help="events folded per transaction")
+    proj.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     arch = sub.add_parser("archive", help="move whole months of the log to Parquet")
     arch.add_argument("--before", required=True, metavar="YYYY-MM",
                       help="archive every month before this one")
     arch.add_argument("--dir", default="archive", help="where the Parquet files go")
     exp = sub.add_parser("export", help="export the log, read models and analytics models to "
                                         "Parquet and DuckDB")
-    from analytics import export
-
-    export.add_arguments(exp)
+    # defined here rather than imported: the export's modules (Arrow, DuckDB) are heavy
+    exp.add_argument("--out", type=Path, metavar="DIR",
+                     help="export folder (default: KAPSO_SINK_EXPORT_DIR)")
+    exp.add_argument("--readers", type=int, default=2,
+                     help="parallel connections reading the log")
     sim = sub.add_parser("simulate", help="send realistic signed Kapso traffic to a sink")
     try:
         from analytics import simulator

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 
 from service import db, keys
+from service.projections import runner
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,8 +32,13 @@ async def readyz(request: web.Request) -> web.Response:
         checks["spool_records"] = writer.spool.records
         checks["spool_bytes"] = writer.spool.size
     projector = request.app.get(keys.projector)
+    child = request.app.get(keys.projector_process)
     if projector is not None:
         checks["projector"] = "leader" if projector.is_leader else "standby"
+    elif child is not None and checks.get("database") == "ok":
+        with contextlib.suppress(Exception):
+            leader = await runner.leader_pid(request.app[keys.pool])
+            checks["projector"] = "leader" if leader is not None and leader == child.pid else "standby"
     ready = checks.get("database") == "ok" and checks.get("migrations") == "ok"
     return web.json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503

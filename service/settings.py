@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, alias="KAPSO_SINK_API_TOKEN")
     log_level: str = Field("info", alias="KAPSO_SINK_LOG_LEVEL")
     log_format: str = Field("json", alias="KAPSO_SINK_LOG_FORMAT")
-    projector: bool = Field(True, alias="KAPSO_SINK_PROJECTOR")
+    projector: str = Field("process", alias="KAPSO_SINK_PROJECTOR")
     spool_max_bytes: int = Field(256 * 1024 * 1024, alias="KAPSO_SINK_SPOOL_MAX_BYTES", ge=0)
     meta_app_secret: SecretStr | None = Field(None, alias="META_APP_SECRET")
     meta_verify_token: SecretStr | None = Field(None, alias="META_VERIFY_TOKEN")
@@ -48,6 +48,17 @@ class Settings(BaseSettings):
         if v not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return v
+
+    @field_validator("projector", mode="before")
+    @classmethod
+    def _projector(cls, v) -> str:
+        # process: a child process next to the web server (default); inline: on the server's
+        # event loop; off: none here. true/false are read as inline/off.
+        value = {"true": "inline", "1": "inline", "false": "off", "0": "off"}.get(
+            str(v).lower(), str(v).lower())
+        if value not in {"process", "inline", "off"}:
+            raise ValueError("must be process, inline or off")
+        return value
 
     @field_validator("log_format")
     @classmethod

@@ -63,7 +63,8 @@ async def list_conversations(request: web.Request) -> web.Response:
     updated_after = params.timestamp(request, "updated_after")
     limit = params.integer(request, "limit", default=50, low=1, high=MAX_PAGE)
     after = params.cursor(request) or [0, ""]
-    if not isinstance(after[0], int) or not isinstance(after[1], str):
+    if not isinstance(after[0], int) or not isinstance(after[1], str) \
+            or not 0 <= after[0] < 2**63:
         raise ApiError(400, "bad_parameter", "cursor: not a cursor this API returned")
     rows = await request.app[keys.pool].fetch(
         Q["list_conversations"], status, phone, updated_after, after[0], after[1], limit + 1)
@@ -76,7 +77,8 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    row = await request.app[keys.pool].fetchrow(Q["get_conversation"], request.match_info["id"])
+    row = await request.app[keys.pool].fetchrow(
+        Q["get_conversation"], params.path_id(request, "conversation"))
     if row is None:
         raise ApiError(404, "not_found", "no conversation with that id")
     return reply(conversation(row))
@@ -86,7 +88,7 @@ _NO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
 async def conversation_messages(request: web.Request) -> web.Response:
-    conversation_id = request.match_info["id"]
+    conversation_id = params.path_id(request, "conversation")
     limit = params.integer(request, "limit", default=100, low=1, high=MAX_PAGE)
     after = params.cursor(request)
     if after is None:
@@ -94,6 +96,8 @@ async def conversation_messages(request: web.Request) -> web.Response:
     else:
         try:
             after_time, after_id = datetime.fromisoformat(after[0]), str(after[1])
+            if after_time.tzinfo is None:
+                after_time = after_time.replace(tzinfo=UTC)
         except (TypeError, ValueError):
             raise ApiError(400, "bad_parameter", "cursor: not a cursor this API returned") from None
     pool = request.app[keys.pool]
@@ -110,7 +114,8 @@ async def conversation_messages(request: web.Request) -> web.Response:
 
 
 async def get_message(request: web.Request) -> web.Response:
-    row = await request.app[keys.pool].fetchrow(Q["get_message"], request.match_info["id"])
+    row = await request.app[keys.pool].fetchrow(
+        Q["get_message"], params.path_id(request, "message"))
     if row is None:
         raise ApiError(404, "not_found", "no message with that id")
     return reply(message(row))
@@ -120,7 +125,12 @@ async def delivery_metrics(request: web.Request) -> web.Response:
     bucket = params.text(request, "bucket", choices=("hour", "day")) or "hour"
     phone = params.text(request, "phone_number_id")
     until = params.timestamp(request, "until") or datetime.now(UTC)
-    since = params.timestamp(request, "since") or until - timedelta(days=7)
+    since = params.timestamp(request, "since")
+    if since is None:
+        try:
+            since = until - timedelta(days=7)
+        except OverflowError:
+            since = datetime.min.replace(tzinfo=UTC)
     if since >= until:
         raise ApiError(400, "bad_parameter", "since: must be before until")
     rows = await request.app[keys.pool].fetch(Q["delivery_metrics"], bucket, phone, since, until)

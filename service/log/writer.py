@@ -118,7 +118,11 @@ class LogWriter:
             while self._queue:
                 batch = self._queue[: self._batch_max]
                 del self._queue[: self._batch_max]
-                await self._commit(batch)
+                try:
+                    await self._commit(batch)
+                except Exception:  # noqa: BLE001 - the writer must outlive any one batch
+                    log.exception("writer_batch_failed", deliveries=len(batch))
+                    self._fail(batch, "the event log is unavailable")
             if self._closing:
                 return
 
@@ -153,8 +157,9 @@ class LogWriter:
     async def _to_spool(self, batch: list[_Pending], why: str) -> None:
         """fsync the batch's raw deliveries to the spool, then answer them."""
         try:
-            await asyncio.to_thread(self.spool.append, [p.raw.encode() for p in batch])
-        except SpoolError as exc:
+            records = [p.raw.encode() for p in batch]
+            await asyncio.to_thread(self.spool.append, records)
+        except (SpoolError, TypeError, ValueError) as exc:
             log.error("spool_refused", reason=str(exc), deliveries=len(batch))
             self._fail(batch, f"the event log is unavailable and {exc}")
             return
@@ -174,7 +179,12 @@ class LogWriter:
         chunk: list[_Pending] = []
         try:
             for payload in records:
-                delivery, events = self._reparse(RawDelivery.decode(payload))
+                try:
+                    raw = RawDelivery.decode(payload)
+                except (ValueError, KeyError, TypeError) as exc:  # checksum ok, content not
+                    log.error("spool_record_unreadable", error=type(exc).__name__)
+                    continue
+                delivery, events = self._reparse(raw)
                 chunk.append(_Pending(delivery, events, None))
                 if len(chunk) >= self._batch_max:
                     await self._write_all(chunk)

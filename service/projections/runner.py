@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ log = structlog.get_logger("service.projections")
 
 NAMES = (conversations.NAME, messages.NAME)
 _LEADER_LOCK = 7263502
+LEADER_APPLICATION = "kapso-sink-projector"
 _KNOWN = set(facts.MESSAGE_EVENTS) | facts.CONVERSATION_EVENTS
 
 
@@ -171,6 +173,14 @@ async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progres
     return total
 
 
+async def leader_pid(pool: asyncpg.Pool) -> int | None:
+    """The OS pid of the process whose projector leads on this database, if any."""
+    name = await pool.fetchval(Q["projector_leader"], _LEADER_LOCK)
+    if name and name.startswith(LEADER_APPLICATION + ":"):
+        return int(name.rsplit(":", 1)[1])
+    return None
+
+
 async def status(pool: asyncpg.Pool) -> list[dict]:
     """Position, head and lag of every projection."""
     async with pool.acquire() as conn:
@@ -197,7 +207,8 @@ class Projector:
         while not stop.is_set():
             conn = None
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, server_settings={
+                    "application_name": f"{LEADER_APPLICATION}:{os.getpid()}"})
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                     await self._lead(conn, stop)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -24,6 +25,8 @@ def load_json(body: bytes):
         return json.loads(body.decode("utf-8")), None
     except (UnicodeDecodeError, ValueError) as exc:
         return None, clean_text(f"body is not JSON: {exc}", 300)
+    except RecursionError:
+        return None, "body is nested too deeply to parse; raw body kept"
 
 
 def headers_json(headers: Mapping[str, str]) -> str:
@@ -42,12 +45,25 @@ def headers_json(headers: Mapping[str, str]) -> str:
 def dump_json(value) -> tuple[str | None, str | None]:
     """Serialise a value for a jsonb column; return (text, None) or (None, reason)."""
     try:
+        if _has_nonfinite(value):
+            return None, "item holds a number JSON cannot carry (NaN, Infinity or overflow); raw body kept"
         text = orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        return None, clean_text(f"item not storable as JSON: {exc}", 300)
+    except (TypeError, orjson.JSONEncodeError, RecursionError) as exc:
+        return None, clean_text(f"item not storable as JSON: {type(exc).__name__} {exc}", 300)
     if b"\\u0000" in text:
         return None, "item holds \\u0000, which jsonb cannot store; raw body kept"
     return text.decode(), None
+
+
+def _has_nonfinite(value) -> bool:
+    """Whether any float in the value is NaN or infinite (orjson would write null)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nonfinite(v) for v in value)
+    return False
 
 
 def get(obj, *path):

@@ -63,22 +63,32 @@ def key_matches_body(headers: Mapping[str, str], body: bytes) -> bool | None:
     return key.strip().lower() == hashlib.sha256(body).hexdigest()
 
 
-def _canonical(value) -> str:
+def _canonical(value) -> str | None:
+    """A stable text of a value for its natural key (sorted keys), None if it has none."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return repr(value)
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
+        return None
+
+
+def _content_key(*parts) -> tuple | None:
+    """A natural key from content, or None (then the body hash and item index are used)."""
+    return None if None in parts else parts
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _items(doc):
     """(event name, natural key, payload, ids) for every logical item of a Meta body."""
     if not isinstance(doc, dict):
         return
-    for entry in doc.get("entry") or []:
+    for entry in _list(doc.get("entry")):
         if not isinstance(entry, dict):
             continue
         waba_id = envelope.first_text(entry.get("id"))
-        for change in entry.get("changes") or []:
+        for change in _list(entry.get("changes")):
             if not isinstance(change, dict):
                 continue
             field = envelope.first_text(change.get("field")) or "unknown"
@@ -89,7 +99,7 @@ def _items(doc):
                 ids = {"phone_number_id": envelope.first_text(
                     envelope.get(value, "metadata", "phone_number_id")), "message_id": None}
                 payload = {"value": value, "waba_id": waba_id}
-                yield f"meta.{field}", (field, _canonical(value)), payload, ids
+                yield f"meta.{field}", _content_key(field, _canonical(value)), payload, ids
 
 
 def _messages_change(value: dict, waba_id):
@@ -97,18 +107,18 @@ def _messages_change(value: dict, waba_id):
     phone_number_id = envelope.first_text(envelope.get(metadata, "phone_number_id"))
     contacts = value.get("contacts") if isinstance(value.get("contacts"), list) else None
     context = {"metadata": metadata, "contacts": contacts, "waba_id": waba_id}
-    for message in value.get("messages") or []:
+    for message in _list(value.get("messages")):
         wamid = envelope.first_text(envelope.get(message, "id"))
         key = ("message", wamid) if wamid else None
         yield (MESSAGE, key, {"message": message, **context},
                {"phone_number_id": phone_number_id, "message_id": wamid})
-    for status in value.get("statuses") or []:
+    for status in _list(value.get("statuses")):
         wamid = envelope.first_text(envelope.get(status, "id"))
         state = envelope.first_text(envelope.get(status, "status"))
         key = ("status", wamid, state) if wamid and state else None
         yield (STATUS, key, {"status": status, **context},
                {"phone_number_id": phone_number_id, "message_id": wamid})
     if value.get("errors"):
-        yield (ERRORS, ("errors", phone_number_id or "", _canonical(value["errors"])),
+        yield (ERRORS, _content_key("errors", phone_number_id or "", _canonical(value["errors"])),
                {"errors": value["errors"], **context},
                {"phone_number_id": phone_number_id, "message_id": None})

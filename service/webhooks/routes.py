@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 
+import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from service import keys
 from service.errors import json_error
@@ -25,6 +27,9 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise json_error(413, "body_too_large", f"body exceeds {limit} bytes") from None
+    except (RequestPayloadError, aiohttp.ClientPayloadError, ValueError) as exc:
+        raise json_error(400, "unreadable_body",
+                         f"the body could not be read or decoded: {type(exc).__name__}") from None
 
 
 def verify(request: web.Request, body: bytes, header: str = "X-Webhook-Signature") -> str:
@@ -36,8 +41,13 @@ def verify(request: web.Request, body: bytes, header: str = "X-Webhook-Signature
         raise json_error(401, "invalid_signature", exc.reason) from None
 
 
+def _text(value: str) -> str:
+    # aiohttp maps undecodable header bytes to surrogates; keep them visible but valid UTF-8
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def raw_delivery(request: web.Request, kind: str, body: bytes, secret_id: str) -> RawDelivery:
-    headers = tuple((k, v) for k, v in request.headers.items()
+    headers = tuple((_text(k), _text(v)) for k, v in request.headers.items()
                     if k.lower().startswith("x-") or k.lower() == "content-type")
     return RawDelivery(kind, datetime.now(UTC), secret_id, headers, body)
 

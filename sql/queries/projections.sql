@@ -171,3 +171,11 @@ SELECT c.name, c.position, c.skipped, h.head,
 FROM projection_checkpoints c
 CROSS JOIN (SELECT coalesce(max(position), 0) AS head FROM events) h
 ORDER BY c.name;
+
+-- name: projector_leader
+-- application_name of the session holding the projector's leader lock (one-key advisory lock).
+SELECT a.application_name
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1::bigint::oid
+  AND l.objsubid = 1
+LIMIT 1;

@@ -19,7 +19,7 @@ async def post(http, url, d):
     try:
         async with http.post(url + "/webhooks/kapso", data=d.body, headers=d.headers) as resp:
             return resp.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return None
 
 
@@ -53,6 +53,32 @@ async def check_log_and_models(dsn, acked):
         assert await snapshot(pool) == before
     finally:
         await pool.close()
+
+
+async def _head(dsn) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT max(position) FROM events")
+    finally:
+        await conn.close()
+
+
+def _exported_to(folder, head) -> bool:
+    """The shared export reached `head`, and its runs never overlapped: one exporter at a time."""
+    import duckdb
+
+    path = folder / "kapso.duckdb"
+    if not path.exists():
+        return False
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        runs = con.execute(
+            "SELECT from_position, to_position FROM export_runs ORDER BY run").fetchall()
+    finally:
+        con.close()
+    for (_, previous_end), (start, _) in zip(runs, runs[1:], strict=False):
+        assert start == previous_end, f"overlapping exports: {runs}"
+    return bool(runs) and runs[-1][1] >= head
 
 
 class Sent:
@@ -99,8 +125,9 @@ async def test_kill_9_under_traffic_loses_nothing_acknowledged(database, tmp_pat
 
 
 async def test_two_instances_one_database(database, tmp_path):
-    a = support.ServiceProcess(database, tmp_path / "a")
-    b = support.ServiceProcess(database, tmp_path / "b")
+    shared = {"KAPSO_SINK_EXPORT_INTERVAL": 1, "KAPSO_SINK_EXPORT_DIR": str(tmp_path / "exports")}
+    a = support.ServiceProcess(database, tmp_path / "a", **shared)
+    b = support.ServiceProcess(database, tmp_path / "b", **shared)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     await a.start()
@@ -126,6 +153,9 @@ async def test_two_instances_one_database(database, tmp_path):
                 return doc is not None and doc["checks"].get("projector") == "leader"
             await support.wait_until(took_over, 10)
             await support.wait_until(lambda: projected(http, standby.url), 60)
+            head = await _head(database)
+            await support.wait_until(lambda: _exported_to(tmp_path / "exports", head), 60,
+                                     every=0.2)
     finally:
         for s in (a, b):
             if s.proc.poll() is None:

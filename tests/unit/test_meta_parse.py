@@ -66,3 +66,10 @@ def test_key_matching_the_body_hash_is_recorded():
                                  vectors.META_BODY) is True
     assert meta.key_matches_body(CIMultiDict({"X-Idempotency-Key": "x"}), vectors.META_BODY) is False
     assert meta.key_matches_body(CIMultiDict(), vectors.META_BODY) is None
+
+
+def test_lists_of_the_wrong_type_are_tolerated():
+    for raw in [b'{"entry":5}', b'{"entry":[{"changes":7}]}',
+                b'{"entry":[{"changes":[{"field":"messages","value":{"messages":3,"statuses":"x"}}]}]}']:
+        _, [event] = parse(raw)
+        assert event.event_name == meta.UNKNOWN
