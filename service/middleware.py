@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 
 import structlog
 from aiohttp import web
@@ -20,7 +20,7 @@ _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
 
 @web.middleware
 async def request_context(request: web.Request, handler):
-    request_id = clean_text(request.headers.get("X-Request-Id"), 100) or uuid.uuid4().hex
+    request_id = clean_text(request.headers.get("X-Request-Id"), 100) or os.urandom(12).hex()
     request[keys.request_id] = request_id
     started = time.perf_counter()
     try:

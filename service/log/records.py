@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 from datetime import datetime
 
 _MAX_TEXT = 512
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRecord:
+class DeliveryRecord(NamedTuple):
     """One verified HTTP delivery, kept byte for byte."""
 
     body_sha256: bytes
@@ -21,8 +20,7 @@ class DeliveryRecord:
     key_is_body_sha256: bool | None = None  # Meta kind: X-Idempotency-Key == sha256(body)
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
+class EventRecord(NamedTuple):
     """One logical event: a single body, or one item of a batch or of a Meta payload."""
 
     idem_hash: bytes
@@ -43,7 +41,7 @@ class EventRecord:
 
     def without_payload(self, reason: str) -> EventRecord:
         """The same event with its payload dropped (the raw body stays in `deliveries`)."""
-        return replace(self, payload=None, parse_error=clean_text(reason, 1000))
+        return self._replace(payload=None, parse_error=clean_text(reason, 1000))
 
 
 def idem_hash(*parts: bytes | str) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from multidict import CIMultiDict
 
 from service.log.records import DeliveryRecord, EventRecord
@@ -17,5 +15,5 @@ def parse_raw(raw: RawDelivery) -> tuple[DeliveryRecord, list[EventRecord]]:
     headers = CIMultiDict(raw.headers)
     if raw.kind == meta.KIND:
         delivery, events = meta.parse_delivery(raw.body, headers, raw.secret_id, raw.received_at)
-        return replace(delivery, key_is_body_sha256=meta.key_matches_body(headers, raw.body)), events
+        return delivery._replace(key_is_body_sha256=meta.key_matches_body(headers, raw.body)), events
     return kapso.parse_delivery(raw.body, headers, raw.secret_id, raw.received_at)

@@ -6,6 +6,7 @@ import hmac
 from datetime import UTC, datetime
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -66,7 +67,7 @@ async def append(request: web.Request, raw: RawDelivery) -> web.Response:
     answer = {"stored": result.stored, "duplicates": result.duplicates}
     if result.spooled:
         answer["spooled"] = True
-    return web.json_response(answer)
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
 async def receive_kapso(request: web.Request) -> web.Response:
