@@ -11,10 +11,11 @@ import signal
 import sys
 import traceback
 
-from bench import common, ingest, rebuild
+from bench import api_latency, common, ingest, rebuild, sustained
 from bench import export as export_bench
 
-SCENARIOS = {"ingest": ingest.run, "rebuild": rebuild.run, "export": export_bench.run}
+SCENARIOS = {"ingest": ingest.run, "api": api_latency.run, "rebuild": rebuild.run,
+             "export": export_bench.run, "sustained": sustained.run}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="scenario to run (repeatable; default: all)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run (wrk -d)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    parser.add_argument("--sustain", type=int, default=300,
+                        help="seconds of fixed-rate load in the sustained scenario")
     parser.add_argument("--events", type=int, default=None,
                         help="synthetic log events for rebuild/export (default 1,000,000)")
     return parser.parse_args(argv)

@@ -76,3 +76,12 @@ function done(summary, latency, requests)
       latency:percentile(50), latency:percentile(90), latency:percentile(99),
       latency.max, latency.mean, table.concat(per_thread, ",")))
 end
+
+-- with BENCH_DELAY_MS set, each connection waits that long between requests: a fixed rate
+-- of about connections * 1000 / BENCH_DELAY_MS requests per second (sustained scenario)
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+   function delay()
+      return pause
+   end
+end

@@ -1,0 +1,128 @@
+"""Scenario `sustained`: ingest at a fixed 80% of the measured ceiling for --sustain seconds
+(default 300): p99 latency and the service's RSS at start and end (must not grow); then the
+database is stopped and wrk runs flat out, measuring how fast the outage spool takes
+deliveries, and the spool is checked to drain completely once PostgreSQL is back."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from bench import api_latency, common, ingest
+from bench.bodies import write_streams
+
+CONNECTIONS = 16
+FALLBACK_CEILING = 1000.0  # req/s, when the ingest scenario has not been run yet
+
+
+def _ceiling() -> float:
+    path = common.RESULTS / "ingest.json"
+    try:
+        return float(json.loads(path.read_text())["kapso_sink"]["rps"])
+    except (OSError, KeyError, ValueError):
+        return FALLBACK_CEILING
+
+
+def _rss_mib(pid: int) -> float:
+    proc = psutil.Process(pid)
+    return round(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1)
+
+
+def _readyz(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def _figures(wrk: dict) -> dict:
+    seconds = wrk["duration_us"] / 1e6
+    return {"rps": round(wrk["requests"] / seconds, 1), "p50_ms": wrk["latency_us"]["p50"] / 1000,
+            "p99_ms": wrk["latency_us"]["p99"] / 1000,
+            "status_200": sum(t["ok"] for t in wrk["threads"]),
+            "status_other": sum(t["other"] for t in wrk["threads"])}
+
+
+def run(args) -> dict:
+    from service.embedded import EmbeddedPostgres
+
+    common.require_wrk()
+    seconds = args.sustain
+    ceiling = _ceiling()
+    rate = 0.8 * ceiling
+    delay_ms = max(1, round(CONNECTIONS * 1000 / rate))
+    pg = EmbeddedPostgres(common.ROOT / ".kapso-sink" / "pg-bench-sustained")
+    admin = pg.start()
+    with tempfile.TemporaryDirectory(prefix="kapso-bench-sustained-") as tmp_name:
+        tmp = Path(tmp_name)
+        spool_seconds = 10
+        per_thread = math.ceil((rate * seconds * 1.1 + ingest.MAX_RATE * spool_seconds)
+                               / ingest.THREADS)
+        print(f"generating {per_thread * ingest.THREADS} signed deliveries ...", flush=True)
+        write_streams(tmp, ingest.SECRET.encode(), per_thread, ingest.THREADS)
+        with common.fresh_database(admin) as dsn:
+            sink, url = api_latency.start_sink(dsn, tmp)
+            try:
+                time.sleep(2)
+                rss_start = _rss_mib(sink.pid)
+                print(f"fixed rate ~{rate:.0f} req/s (80% of {ceiling:.0f}) for {seconds} s ...",
+                      flush=True)
+                steady = common.run_wrk(
+                    url + ingest.PATH, ingest.SCRIPT, threads=ingest.THREADS,
+                    connections=CONNECTIONS, duration=seconds,
+                    env={"BENCH_REQUESTS_DIR": str(tmp), "BENCH_DELAY_MS": str(delay_ms)},
+                    watch={"server": sink.pid})
+                rss_end = _rss_mib(sink.pid)
+                # the outage: PostgreSQL stops, the sink keeps answering from its spool
+                pg.stop(mode="immediate")
+                outage = common.run_wrk(
+                    url + ingest.PATH, ingest.SCRIPT, threads=ingest.THREADS,
+                    connections=args.connections, duration=spool_seconds,
+                    env={"BENCH_REQUESTS_DIR": str(tmp)}, watch={"server": sink.pid})
+                _, during = _readyz(url)
+                spooled = during["checks"].get("spool_records", 0)
+                pg.start()
+                started = time.monotonic()
+                while True:
+                    status, doc = _readyz(url)
+                    if status == 200 and doc["checks"].get("spool_records") == 0:
+                        break
+                    if time.monotonic() - started > 300:
+                        raise TimeoutError("spool did not drain")
+                    time.sleep(0.2)
+                drain_seconds = round(time.monotonic() - started, 1)
+                rows = common.sql(dsn, "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d "
+                                       "FROM events")[0]
+            finally:
+                exit_code = sink.stop(timeout=30)
+    pg.stop()
+    a, b = _figures(steady), _figures(outage)
+    acked = sum(t["acked"] for t in steady["threads"]) + sum(t["acked"] for t in outage["threads"])
+    figures = {
+        "scenario": "sustained", "seconds": seconds, "target_rate": round(rate),
+        "steady": a, "rss_mib": {"start": rss_start, "end": rss_end,
+                                 "growth": round(rss_end - rss_start, 1)},
+        "outage": {**b, "spooled_records": spooled, "drain_seconds": drain_seconds},
+        "log": {"acknowledged_events": acked, "rows": rows["n"], "distinct": rows["d"]},
+        "service_exit_code": exit_code,
+        "ok": exit_code == 0 and rows["n"] >= acked and rows["n"] == rows["d"]
+              and b["status_other"] == 0,
+    }
+    print(f"\nscenario sustained ({seconds} s at ~{rate:.0f} req/s, {CONNECTIONS} connections)")
+    print(f"  achieved {a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, "
+          f"non-200: {a['status_other']}")
+    print(f"  RSS (service and its children): {rss_start} MiB at start, {rss_end} MiB at end")
+    print(f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
+          f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s")
+    print(f"  log: {acked} acknowledged events, {rows['n']} rows, "
+          f"{'no duplicates' if rows['n'] == rows['d'] else 'DUPLICATES'}: "
+          f"{'PASS' if figures['ok'] else 'FAIL'}")
+    return figures
