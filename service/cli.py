@@ -151,13 +151,18 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watcher = None
         if args.parent_pid:  # started by serve: end with it, even if it was killed -9
-            asyncio.create_task(_stop_when_orphaned(args.parent_pid, stop))
+            watcher = asyncio.create_task(_stop_when_orphaned(args.parent_pid, stop))
         pool = await db.create_pool(dsn, size=3)
         try:
             await Projector(pool, dsn, batch_size=args.batch).run(stop)
         finally:
             await pool.close()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     with database(settings) as dsn:
         loop = new_loop()
