@@ -168,9 +168,11 @@ def write_stream(path: Path, secret: bytes, count: int, index: int, seed: int = 
     return events
 
 
-def write_streams(directory: Path, secret: bytes, count: int, streams: int) -> list[array]:
-    """One file per wrk thread (requests-<i>.bin), written in parallel processes."""
+def write_streams(directory: Path, secret: bytes, count: int, streams: int,
+                  seed: int = 7) -> list[array]:
+    """One file per wrk thread (requests-<i>.bin), written in parallel processes; another
+    seed gives other, equally distinct, deliveries."""
     with ProcessPoolExecutor(streams) as pool:
-        jobs = [pool.submit(write_stream, directory / f"requests-{i}.bin", secret, count, i)
+        jobs = [pool.submit(write_stream, directory / f"requests-{i}.bin", secret, count, i, seed)
                 for i in range(streams)]
         return [job.result() for job in jobs]

@@ -18,7 +18,8 @@ import psutil
 from bench import api_latency, common, ingest
 from bench.bodies import write_streams
 
-CONNECTIONS = 16
+CONNECTIONS = 32
+EXPECTED_LATENCY_MS = 12  # subtracted from each connection's pause: wrk waits for the answer first
 FALLBACK_CEILING = 1000.0  # req/s, when the ingest scenario has not been run yet
 
 
@@ -58,16 +59,20 @@ def run(args) -> dict:
     seconds = args.sustain
     ceiling = _ceiling()
     rate = 0.8 * ceiling
-    delay_ms = max(1, round(CONNECTIONS * 1000 / rate))
+    delay_ms = max(1, round(CONNECTIONS * 1000 / rate - EXPECTED_LATENCY_MS))
     pg = EmbeddedPostgres(common.ROOT / ".kapso-sink" / "pg-bench-sustained")
     admin = pg.start()
     with tempfile.TemporaryDirectory(prefix="kapso-bench-sustained-") as tmp_name:
         tmp = Path(tmp_name)
         spool_seconds = 10
-        per_thread = math.ceil((rate * seconds * 1.1 + ingest.MAX_RATE * spool_seconds)
-                               / ingest.THREADS)
+        per_thread = math.ceil(rate * seconds * 1.1 / ingest.THREADS)
         print(f"generating {per_thread * ingest.THREADS} signed deliveries ...", flush=True)
         write_streams(tmp, ingest.SECRET.encode(), per_thread, ingest.THREADS)
+        outage_dir = tmp / "outage"  # other deliveries, so none of them is a duplicate
+        outage_dir.mkdir()
+        write_streams(outage_dir, ingest.SECRET.encode(),
+                      math.ceil(ingest.MAX_RATE * spool_seconds / ingest.THREADS),
+                      ingest.THREADS, seed=8)
         with common.fresh_database(admin) as dsn:
             sink, url = api_latency.start_sink(dsn, tmp)
             try:
@@ -86,7 +91,7 @@ def run(args) -> dict:
                 outage = common.run_wrk(
                     url + ingest.PATH, ingest.SCRIPT, threads=ingest.THREADS,
                     connections=args.connections, duration=spool_seconds,
-                    env={"BENCH_REQUESTS_DIR": str(tmp)}, watch={"server": sink.pid})
+                    env={"BENCH_REQUESTS_DIR": str(outage_dir)}, watch={"server": sink.pid})
                 _, during = _readyz(url)
                 spooled = during["checks"].get("spool_records", 0)
                 pg.start()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
 from datetime import datetime
+from typing import NamedTuple
 
 _MAX_TEXT = 512
 
