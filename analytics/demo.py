@@ -61,10 +61,16 @@ def _free_port() -> int:
 def _start_sink(dsn: str, data_dir: Path) -> tuple[subprocess.Popen, str]:
     """`python -m service serve` on a free port, once /readyz answers 200."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "KAPSO_SINK_HOST": "127.0.0.1",
-           "KAPSO_SINK_PORT": str(port), "KAPSO_WEBHOOK_SECRETS": SECRET,
-           "KAPSO_SINK_EXPORT_INTERVAL": "0", "KAPSO_SINK_DATA_DIR": str(data_dir),
-           "KAPSO_SINK_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "KAPSO_SINK_HOST": "127.0.0.1",
+        "KAPSO_SINK_PORT": str(port),
+        "KAPSO_WEBHOOK_SECRETS": SECRET,
+        "KAPSO_SINK_EXPORT_INTERVAL": "0",
+        "KAPSO_SINK_DATA_DIR": str(data_dir),
+        "KAPSO_SINK_LOG_LEVEL": "warning",
+    }
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -98,10 +104,13 @@ async def _send_and_project(url: str, dsn: str, args: argparse.Namespace) -> dic
     from service.projections import runner
 
     deliveries = simulator.generate(args.conversations, args.seed, SECRET)
-    print(f"demo: sending {len(deliveries)} deliveries ({args.conversations} conversations "
-          f"over a simulated day) to {url}")
-    counts = await simulator.send(url + "/webhooks/kapso", deliveries,
-                                  progress=not args.no_progress)
+    print(
+        f"demo: sending {len(deliveries)} deliveries ({args.conversations} conversations "
+        f"over a simulated day) to {url}"
+    )
+    counts = await simulator.send(
+        url + "/webhooks/kapso", deliveries, progress=not args.no_progress
+    )
     pool = await db.create_pool(dsn, size=2)
     try:
         await runner.catch_up(pool)
@@ -141,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     from service import logs
     from service.settings import ConfigError, load
 
-    parser = argparse.ArgumentParser(prog="python -m analytics.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conversations", type=int, default=600,
-                        help="conversations in the simulated day")
+    parser = argparse.ArgumentParser(
+        prog="python -m analytics.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--conversations", type=int, default=600, help="conversations in the simulated day"
+    )
     parser.add_argument("--seed", type=int, default=1, help="simulator seed")
     parser.add_argument("--out", type=Path, help="export folder (default: EXPORT_DIR/demo)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

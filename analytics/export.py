@@ -44,8 +44,9 @@ async def export_once(dsn: str, out_dir: Path, *, readers: int = READERS) -> dic
     conn = await asyncpg.connect(dsn)
     try:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", EXPORT_LOCK):
-            log.info("export_skipped", reason="another exporter holds the lock",
-                     out_dir=str(out_dir))
+            log.info(
+                "export_skipped", reason="another exporter holds the lock", out_dir=str(out_dir)
+            )
             return _figures(skipped=True)
         work = asyncio.ensure_future(asyncio.to_thread(_export, dsn, out_dir, readers))
         try:
@@ -61,8 +62,16 @@ async def export_once(dsn: str, out_dir: Path, *, readers: int = READERS) -> dic
 
 
 def _figures(**values) -> dict:
-    base = {"skipped": False, "unchanged": False, "run": None, "from_position": None,
-            "position": None, "new_events": 0, "files": 0, "seconds": 0.0}
+    base = {
+        "skipped": False,
+        "unchanged": False,
+        "run": None,
+        "from_position": None,
+        "position": None,
+        "new_events": 0,
+        "files": 0,
+        "seconds": 0.0,
+    }
     return {**base, **values}
 
 
@@ -80,8 +89,10 @@ def _export(dsn: str, out_dir: Path, readers: int) -> dict:
         head = extract.fetch_rows(snapshot, PG["log_head"])[0][0]
         checkpoints = dict(extract.fetch_rows(snapshot, PG["checkpoints"]))
         if head < after:
-            raise RuntimeError(f"{out_dir} holds positions up to {after} but the log ends at "
-                               f"{head}: it was exported from another database")
+            raise RuntimeError(
+                f"{out_dir} holds positions up to {after} but the log ends at "
+                f"{head}: it was exported from another database"
+            )
         if history and head == after and checkpoints == history[-1].checkpoints:
             return _figures(unchanged=True, run=run - 1, from_position=after, position=head)
         models_tmp = out_dir / "read_models" / f".run-{run:06d}.tmp"
@@ -101,8 +112,9 @@ def _export(dsn: str, out_dir: Path, readers: int) -> dict:
         extract.fsync(folder)
 
     new_events = sum(part.rows for part in parts)
-    history.append(warehouse.Run(run, started, datetime.now(UTC), after, head, new_events,
-                                 checkpoints))
+    history.append(
+        warehouse.Run(run, started, datetime.now(UTC), after, head, new_events, checkpoints)
+    )
     db_tmp = out_dir / f".{warehouse.DATABASE}.tmp"
     has_events = any((out_dir / "events").glob("day=*/part-*.parquet"))
     warehouse.build(db_tmp, out_dir, history, has_events)
@@ -110,8 +122,14 @@ def _export(dsn: str, out_dir: Path, readers: int) -> dict:
     extract.fsync(out_dir)
     _remove_old_snapshots(out_dir, run)
     seconds = time.perf_counter() - clock
-    return _figures(run=run, from_position=after, position=head, new_events=new_events,
-                    files=len(parts) + len(extract.READ_MODELS) + 1, seconds=round(seconds, 3))
+    return _figures(
+        run=run,
+        from_position=after,
+        position=head,
+        new_events=new_events,
+        files=len(parts) + len(extract.READ_MODELS) + 1,
+        seconds=round(seconds, 3),
+    )
 
 
 def _remove_leftovers(out_dir: Path, position: int, run: int) -> None:
@@ -154,10 +172,12 @@ async def run_periodically(dsn: str, settings, stop: asyncio.Event) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="export folder (default: KAPSO_SINK_EXPORT_DIR)")
-    parser.add_argument("--readers", type=int, default=READERS,
-                        help="parallel connections reading the log")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="export folder (default: KAPSO_SINK_EXPORT_DIR)"
+    )
+    parser.add_argument(
+        "--readers", type=int, default=READERS, help="parallel connections reading the log"
+    )
 
 
 async def run(settings, args: argparse.Namespace) -> int:
@@ -177,9 +197,11 @@ async def run(settings, args: argparse.Namespace) -> int:
     elif figures["unchanged"]:
         print(f"export unchanged: {out_dir} is already at position {figures['position']}")
     else:
-        print(f"exported {figures['new_events']} new events (positions "
-              f"{figures['from_position']}..{figures['position']}) to {out_dir} "
-              f"in {figures['seconds']} s, run {figures['run']}")
+        print(
+            f"exported {figures['new_events']} new events (positions "
+            f"{figures['from_position']}..{figures['position']}) to {out_dir} "
+            f"in {figures['seconds']} s, run {figures['run']}"
+        )
     return 0
 
 
@@ -187,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     from service import logs
     from service.settings import ConfigError, load
 
-    parser = argparse.ArgumentParser(prog="python -m analytics.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m analytics.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -19,24 +19,26 @@ import pyarrow.parquet as pq
 
 from analytics.sql import PG
 
-EVENT_SCHEMA = pa.schema([
-    ("position", pa.int64()),
-    ("idem_hash", pa.binary()),
-    ("idempotency_key", pa.string()),
-    ("kind", pa.string()),
-    ("event_name", pa.string()),
-    ("payload_version", pa.string()),
-    ("batch_index", pa.int32()),
-    ("batch_info", pa.string()),
-    ("received_at", pa.timestamp("us", tz="UTC")),
-    ("secret_id", pa.string()),
-    ("body_sha256", pa.binary()),
-    ("phone_number_id", pa.string()),
-    ("conversation_id", pa.string()),
-    ("message_id", pa.string()),
-    ("payload", pa.string()),
-    ("parse_error", pa.string()),
-])
+EVENT_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("idem_hash", pa.binary()),
+        ("idempotency_key", pa.string()),
+        ("kind", pa.string()),
+        ("event_name", pa.string()),
+        ("payload_version", pa.string()),
+        ("batch_index", pa.int32()),
+        ("batch_info", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("secret_id", pa.string()),
+        ("body_sha256", pa.binary()),
+        ("phone_number_id", pa.string()),
+        ("conversation_id", pa.string()),
+        ("message_id", pa.string()),
+        ("payload", pa.string()),
+        ("parse_error", pa.string()),
+    ]
+)
 READ_MODELS = ("conversations", "messages", "projection_checkpoints")
 _DICTIONARY = ["kind", "event_name", "payload_version", "secret_id", "phone_number_id"]
 _STATISTICS = ["position", "received_at", "event_name", "phone_number_id"]  # not the payloads
@@ -68,8 +70,14 @@ def execute(conn, sql: str) -> None:
 
 
 def _writer(path: Path, schema: pa.Schema, dictionary, statistics) -> pq.ParquetWriter:
-    return pq.ParquetWriter(path, schema, compression="zstd", compression_level=1,
-                            use_dictionary=dictionary, write_statistics=statistics)
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=dictionary,
+        write_statistics=statistics,
+    )
 
 
 def fsync(path: Path) -> None:
@@ -165,7 +173,9 @@ def write_events(dsn: str, after: int, until: int, root: Path, readers: int) -> 
 
 def write_tables(conn, queries: dict[str, str], folder: Path) -> dict[str, int]:
     """Each query's result as `<name>.parquet` in `folder`; return the row counts."""
-    return {name: write_table(conn, sql, folder / f"{name}.parquet") for name, sql in queries.items()}
+    return {
+        name: write_table(conn, sql, folder / f"{name}.parquet") for name, sql in queries.items()
+    }
 
 
 def write_table(conn, sql: str, path: Path) -> int:

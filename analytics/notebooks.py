@@ -36,12 +36,17 @@ def execute(name: str, export_dir: Path, *, timeout: int = 60) -> nbformat.Noteb
     """Run a notebook top to bottom in a fresh python3 kernel; a failing cell raises."""
     nb = read(name)
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3",
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
         resources={"metadata": {"path": str(DIR)}},
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport notice
     )
-    env = {**os.environ, "KAPSO_SINK_EXPORT_DIR": str(Path(export_dir).resolve()),
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {
+        **os.environ,
+        "KAPSO_SINK_EXPORT_DIR": str(Path(export_dir).resolve()),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
     client.execute(env=env)
     return nb
 

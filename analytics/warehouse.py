@@ -70,8 +70,18 @@ def build(path: Path, export_dir: Path, history: list[Run], has_events: bool) ->
         con.execute(sql.DUCK["export_runs"])
         con.executemany(
             "INSERT INTO export_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(r.run, r.started_at, r.finished_at, r.from_position, r.to_position, r.new_events,
-              json.dumps(r.checkpoints)) for r in history],
+            [
+                (
+                    r.run,
+                    r.started_at,
+                    r.finished_at,
+                    r.from_position,
+                    r.to_position,
+                    r.new_events,
+                    json.dumps(r.checkpoints),
+                )
+                for r in history
+            ],
         )
         if has_events:
             con.execute(sql.DUCK["raw_events"].format(until=newest.to_position))
@@ -87,8 +97,9 @@ def build(path: Path, export_dir: Path, history: list[Run], has_events: bool) ->
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> None:
-    empty = pa.table({**{f.name: pa.array([], f.type) for f in EVENT_SCHEMA},
-                      "day": pa.array([], pa.date32())})
+    empty = pa.table(
+        {**{f.name: pa.array([], f.type) for f in EVENT_SCHEMA}, "day": pa.array([], pa.date32())}
+    )
     con.register("empty_events", empty)
     con.execute("CREATE TABLE raw_events AS SELECT * FROM empty_events")
     con.unregister("empty_events")

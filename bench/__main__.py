@@ -14,20 +14,37 @@ import traceback
 from bench import api_latency, common, ingest, rebuild, sustained
 from bench import export as export_bench
 
-SCENARIOS = {"ingest": ingest.run, "api": api_latency.run, "rebuild": rebuild.run,
-             "export": export_bench.run, "sustained": sustained.run}
+SCENARIOS = {
+    "ingest": ingest.run,
+    "api": api_latency.run,
+    "rebuild": rebuild.run,
+    "export": export_bench.run,
+    "sustained": sustained.run,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Run benchmark scenarios.")
-    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
-                        help="scenario to run (repeatable; default: all)")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="scenario to run (repeatable; default: all)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run (wrk -d)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
-    parser.add_argument("--sustain", type=int, default=300,
-                        help="seconds of fixed-rate load in the sustained scenario")
-    parser.add_argument("--events", type=int, default=None,
-                        help="synthetic log events for rebuild/export (default 1,000,000)")
+    parser.add_argument(
+        "--sustain",
+        type=int,
+        default=300,
+        help="seconds of fixed-rate load in the sustained scenario",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="synthetic log events for rebuild/export (default 1,000,000)",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,6 @@
 """The baseline: an aiohttp app on uvloop that reads the body and answers 200, nothing else.
 
-    python -m bench.bare --port P
+python -m bench.bare --port P
 """
 
 from __future__ import annotations
@@ -23,8 +23,14 @@ def main() -> None:
     args = parser.parse_args()
     app = web.Application(client_max_size=10 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)  # GET /readyz works too
-    web.run_app(app, host=args.host, port=args.port, loop=uvloop.new_event_loop(),
-                access_log=None, print=None)
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        loop=uvloop.new_event_loop(),
+        access_log=None,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,13 @@ class Child:
         self.name, self.log_path = name, log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     @property
@@ -168,6 +173,7 @@ class Watch:
 
 # --- databases -------------------------------------------------------------------------------
 
+
 def with_database(dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
@@ -218,24 +224,50 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
 
 # --- wrk -------------------------------------------------------------------------------------
 
+
 def require_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:
-        raise SystemExit("bench: wrk not found; install it (apt-get install -y wrk) or run make bench")
+        raise SystemExit(
+            "bench: wrk not found; install it (apt-get install -y wrk) or run make bench"
+        )
     return path
 
 
-def run_wrk(url: str, script: Path, *, threads: int, connections: int, duration: int,
-            env: dict, watch: dict[str, int | None], timeout: str = "10s") -> dict:
+def run_wrk(
+    url: str,
+    script: Path,
+    *,
+    threads: int,
+    connections: int,
+    duration: int,
+    env: dict,
+    watch: dict[str, int | None],
+    timeout: str = "10s",
+) -> dict:
     """Run wrk; return what its Lua `done()` printed, plus CPU and peak RSS of `watch` + wrk.
 
     The script writes "BENCH_READY" to stderr once a thread has loaded its requests; the
     watch starts when all have, so file loading is not counted as load time.
     """
-    argv = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration}s",
-            f"--timeout={timeout}", "-s", str(script), url]
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+    argv = [
+        require_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        f"--timeout={timeout}",
+        "-s",
+        str(script),
+        url,
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
     killer = threading.Timer(duration + 120, proc.kill)
     killer.start()
     try:
@@ -264,8 +296,9 @@ def run_wrk(url: str, script: Path, *, threads: int, connections: int, duration:
             result = json.loads(line.removeprefix("BENCH_RESULT "))
             result.update(wrk_output=out, cores=usage.cores, rss_peak=usage.rss_peak)
             return result
-    raise RuntimeError(f"wrk exited {proc.returncode} without a result:\n{out[-2000:]}"
-                       f"{''.join(errors)[-2000:]}")
+    raise RuntimeError(
+        f"wrk exited {proc.returncode} without a result:\n{out[-2000:]}{''.join(errors)[-2000:]}"
+    )
 
 
 def write_result(name: str, figures: dict) -> Path:

@@ -80,24 +80,40 @@ def run(args) -> dict:
             full = _export(dsn, work / "full")
             incremental = _export(dsn, work / "quarter")
             log_rows = common.sql(dsn, "SELECT count(*) AS n FROM events")[0]["n"]
-            checks = {"full_rows": _exported_rows(work / "full"),
-                      "incremental_rows": _exported_rows(work / "quarter"), "log_rows": log_rows}
+            checks = {
+                "full_rows": _exported_rows(work / "full"),
+                "incremental_rows": _exported_rows(work / "quarter"),
+                "log_rows": log_rows,
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     ok = checks["full_rows"] == checks["incremental_rows"] == checks["log_rows"]
     for label, f in (("first quarter", small), ("whole log", full), ("incremental", incremental)):
-        print(f"  {label:>13}: {f['new_events']:>9} events in {f['seconds']:6.2f} s = "
-              f"{f['events_per_second']:>7} events/s, peak RSS {f['peak_rss_mb']} MB")
-    print(f"  target >= {TARGET} events/s: "
-          f"{'met' if full['events_per_second'] >= TARGET else 'NOT met'}; peak RSS at "
-          f"{small['new_events']} vs {full['new_events']} events: "
-          f"{small['peak_rss_mb']} vs {full['peak_rss_mb']} MB")
-    print(f"  check: exported rows {checks['full_rows']} (full), {checks['incremental_rows']} "
-          f"(incremental) vs {checks['log_rows']} in the log: {'ok' if ok else 'MISMATCH'}")
-    return {"events": events, "quarter": small, "full": full, "incremental": incremental,
-            "target": TARGET, "target_met": full["events_per_second"] >= TARGET,
-            **checks, "ok": ok}
+        print(
+            f"  {label:>13}: {f['new_events']:>9} events in {f['seconds']:6.2f} s = "
+            f"{f['events_per_second']:>7} events/s, peak RSS {f['peak_rss_mb']} MB"
+        )
+    print(
+        f"  target >= {TARGET} events/s: "
+        f"{'met' if full['events_per_second'] >= TARGET else 'NOT met'}; peak RSS at "
+        f"{small['new_events']} vs {full['new_events']} events: "
+        f"{small['peak_rss_mb']} vs {full['peak_rss_mb']} MB"
+    )
+    print(
+        f"  check: exported rows {checks['full_rows']} (full), {checks['incremental_rows']} "
+        f"(incremental) vs {checks['log_rows']} in the log: {'ok' if ok else 'MISMATCH'}"
+    )
+    return {
+        "events": events,
+        "quarter": small,
+        "full": full,
+        "incremental": incremental,
+        "target": TARGET,
+        "target_met": full["events_per_second"] >= TARGET,
+        **checks,
+        "ok": ok,
+    }
 
 
 def _child(dsn: str, out: str) -> int:
@@ -113,6 +129,8 @@ def _child(dsn: str, out: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "child":
         sys.exit(_child(sys.argv[2], sys.argv[3]))
-    print("usage: python -m bench.export child DSN OUT (the scenario runs from python -m bench)",
-          file=sys.stderr)
+    print(
+        "usage: python -m bench.export child DSN OUT (the scenario runs from python -m bench)",
+        file=sys.stderr,
+    )
     sys.exit(2)

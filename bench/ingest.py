@@ -36,8 +36,12 @@ def run(args) -> dict:
         started = time.monotonic()
         counts = write_streams(tmp, SECRET.encode(), per_thread, THREADS)
         print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
-        load = dict(threads=THREADS, connections=connections, duration=duration,
-                    env={"BENCH_REQUESTS_DIR": str(tmp)})
+        load = dict(
+            threads=THREADS,
+            connections=connections,
+            duration=duration,
+            env={"BENCH_REQUESTS_DIR": str(tmp)},
+        )
 
         print("(a) bare aiohttp handler ...", flush=True)
         bare = run_bare(tmp, load)
@@ -47,8 +51,11 @@ def run(args) -> dict:
                 print(f"(b) kapso-sink on a fresh database ({where}) ...", flush=True)
                 sink = run_sink(tmp, dsn, pg_pid, load)
                 # xmin: the id of the transaction that wrote the row, i.e. one group commit
-                row = common.sql(dsn, "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d, "
-                                      "count(DISTINCT xmin::text) AS commits FROM events")[0]
+                row = common.sql(
+                    dsn,
+                    "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d, "
+                    "count(DISTINCT xmin::text) AS commits FROM events",
+                )[0]
     check = log_check(sink["wrk"], counts, row["n"], row["d"])
     check["commits"] = row["commits"]
     figures = summarize(args, bare, sink, check, where)
@@ -58,29 +65,41 @@ def run(args) -> dict:
 
 def run_bare(tmp: Path, load: dict) -> dict:
     port = common.free_port()
-    child = common.Child("bare aiohttp", [sys.executable, "-m", "bench.bare", "--port", str(port)],
-                         tmp / "bare.log")
+    child = common.Child(
+        "bare aiohttp", [sys.executable, "-m", "bench.bare", "--port", str(port)], tmp / "bare.log"
+    )
     try:
         common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
-        return common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT,
-                              watch={"server": child.pid}, **load)
+        return common.run_wrk(
+            f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={"server": child.pid}, **load
+        )
     finally:
         child.stop()
 
 
 def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict) -> dict:
     port = common.free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "KAPSO_WEBHOOK_SECRETS": SECRET,
-           "KAPSO_SINK_HOST": "127.0.0.1", "KAPSO_SINK_PORT": str(port),
-           "KAPSO_SINK_LOG_LEVEL": "warning", "KAPSO_SINK_DATA_DIR": str(tmp / "sink-data")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "KAPSO_WEBHOOK_SECRETS": SECRET,
+        "KAPSO_SINK_HOST": "127.0.0.1",
+        "KAPSO_SINK_PORT": str(port),
+        "KAPSO_SINK_LOG_LEVEL": "warning",
+        "KAPSO_SINK_DATA_DIR": str(tmp / "sink-data"),
+    }
     log_path = tmp / "kapso-sink.log"
     child = common.Child("kapso-sink", [sys.executable, "-m", "service", "serve"], log_path, env)
     exit_code = None
     try:
         common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
         rss_start = common.Watch({"server": child.pid}).rss("server")
-        result = common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT,
-                                watch={"server": child.pid, "postgres": pg_pid}, **load)
+        result = common.run_wrk(
+            f"http://127.0.0.1:{port}{PATH}",
+            SCRIPT,
+            watch={"server": child.pid, "postgres": pg_pid},
+            **load,
+        )
     finally:
         exit_code = child.stop(timeout=30)
         common.RESULTS.mkdir(exist_ok=True)
@@ -124,9 +143,17 @@ def log_check(wrk: dict, counts: list, rows: int, distinct: int) -> dict:
         failures.append(f"{rows - distinct} duplicate idem_hash rows")
     if laps == 0 and acked != stored:
         failures.append(f"{acked - stored} events reported as duplicates though all bodies differ")
-    return {"acknowledged": acked, "acknowledged_floor": floor, "stored_reported": stored,
-            "rows": rows, "distinct_idem_hash": distinct, "events_sent_max": upper,
-            "laps": laps, "failures": failures, "passed": not failures}
+    return {
+        "acknowledged": acked,
+        "acknowledged_floor": floor,
+        "stored_reported": stored,
+        "rows": rows,
+        "distinct_idem_hash": distinct,
+        "events_sent_max": upper,
+        "laps": laps,
+        "failures": failures,
+        "passed": not failures,
+    }
 
 
 def _smallest_sum(multiset: Counter, n: int) -> int:
@@ -140,14 +167,19 @@ def _smallest_sum(multiset: Counter, n: int) -> int:
 def _figures(wrk: dict) -> dict:
     seconds = wrk["duration_us"] / 1e6
     return {
-        "requests": wrk["requests"], "seconds": round(seconds, 2),
+        "requests": wrk["requests"],
+        "seconds": round(seconds, 2),
         "rps": round(wrk["requests"] / seconds, 1),
-        "p50_ms": wrk["latency_us"]["p50"] / 1000, "p90_ms": wrk["latency_us"]["p90"] / 1000,
-        "p99_ms": wrk["latency_us"]["p99"] / 1000, "max_ms": wrk["latency_us"]["max"] / 1000,
+        "p50_ms": wrk["latency_us"]["p50"] / 1000,
+        "p90_ms": wrk["latency_us"]["p90"] / 1000,
+        "p99_ms": wrk["latency_us"]["p99"] / 1000,
+        "max_ms": wrk["latency_us"]["max"] / 1000,
         "status_200": sum(t["ok"] for t in wrk["threads"]),
         "status_other": sum(t["other"] for t in wrk["threads"]),
-        "socket_errors": wrk["errors"], "laps": sum(t["laps"] for t in wrk["threads"]),
-        "cpu_cores": wrk["cores"], "rss_peak_mib": round(wrk["rss_peak"]["server"] / 2**20, 1),
+        "socket_errors": wrk["errors"],
+        "laps": sum(t["laps"] for t in wrk["threads"]),
+        "cpu_cores": wrk["cores"],
+        "rss_peak_mib": round(wrk["rss_peak"]["server"] / 2**20, 1),
     }
 
 
@@ -155,13 +187,24 @@ def summarize(args, bare: dict, sink: dict, check: dict, where: str) -> dict:
     a, b = _figures(bare), _figures(sink["wrk"])
     ratio = b["rps"] / a["rps"] if a["rps"] else 0.0
     return {
-        "scenario": "ingest", "duration_s": args.duration, "connections": args.connections,
-        "wrk_threads": THREADS, "cpus": os.cpu_count(), "database": where,
-        "service_log_level": "warning", "bare": a, "kapso_sink": b, "ratio": round(ratio, 3),
-        "target": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS,
-                   "met": ratio >= TARGET_RATIO and b["p99_ms"] <= TARGET_P99_MS},
+        "scenario": "ingest",
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "wrk_threads": THREADS,
+        "cpus": os.cpu_count(),
+        "database": where,
+        "service_log_level": "warning",
+        "bare": a,
+        "kapso_sink": b,
+        "ratio": round(ratio, 3),
+        "target": {
+            "ratio": TARGET_RATIO,
+            "p99_ms": TARGET_P99_MS,
+            "met": ratio >= TARGET_RATIO and b["p99_ms"] <= TARGET_P99_MS,
+        },
         "rss_mib": {"start": round(sink["rss_start"] / 2**20, 1), "peak": b["rss_peak_mib"]},
-        "service_exit_code": sink["exit_code"], "log_check": check,
+        "service_exit_code": sink["exit_code"],
+        "log_check": check,
         "ok": check["passed"] and sink["exit_code"] == 0,
     }
 
@@ -170,38 +213,56 @@ def print_table(f: dict) -> None:
     a, b, check = f["bare"], f["kapso_sink"], f["log_check"]
     met = "met" if f["target"]["met"] else "MISSED"
     print()
-    print(f"scenario ingest ({f['connections']} connections, {f['duration_s']:g} s, "
-          f"wrk {f['wrk_threads']} threads, {f['cpus']} CPUs shared with the servers)")
+    print(
+        f"scenario ingest ({f['connections']} connections, {f['duration_s']:g} s, "
+        f"wrk {f['wrk_threads']} threads, {f['cpus']} CPUs shared with the servers)"
+    )
     print(f"{'':18}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>9}{'200s':>9}{'other':>7}")
     for name, x in (("bare aiohttp", a), ("kapso-sink", b)):
-        print(f"{name:18}{x['rps']:>8.0f}{x['p50_ms']:>10.1f}{x['p99_ms']:>9.1f}"
-              f"{x['status_200']:>9}{x['status_other']:>7}")
-    print(f"{'ratio b/a':18}{f['ratio']:>8.2f}   (target >= {TARGET_RATIO:.2f}, "
-          f"p99 <= {TARGET_P99_MS:g} ms: {met})")
-    print(f"peak RSS of kapso-sink: {f['rss_mib']['peak']:.0f} MiB "
-          f"(at start {f['rss_mib']['start']:.0f} MiB)")
+        print(
+            f"{name:18}{x['rps']:>8.0f}{x['p50_ms']:>10.1f}{x['p99_ms']:>9.1f}"
+            f"{x['status_200']:>9}{x['status_other']:>7}"
+        )
+    print(
+        f"{'ratio b/a':18}{f['ratio']:>8.2f}   (target >= {TARGET_RATIO:.2f}, "
+        f"p99 <= {TARGET_P99_MS:g} ms: {met})"
+    )
+    print(
+        f"peak RSS of kapso-sink: {f['rss_mib']['peak']:.0f} MiB "
+        f"(at start {f['rss_mib']['start']:.0f} MiB)"
+    )
     for name, x in (("(a)", a), ("(b)", b)):
         used = ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_cores"].items())
         print(f"CPU cores used during {name}: {used}")
     busy = max(a["cpu_cores"]["others"], b["cpu_cores"]["others"])
     if busy > 0.25:
-        print(f"WARNING: unrelated processes used up to {busy:.2f} cores during the runs; "
-              "the figures are skewed")
+        print(
+            f"WARNING: unrelated processes used up to {busy:.2f} cores during the runs; "
+            "the figures are skewed"
+        )
     errors = {k: v for k, v in b["socket_errors"].items() if v and k != "status"}
     if errors or a["laps"] or b["laps"]:
         print(f"wrk socket errors (b): {errors or 'none'}; file laps a/b: {a['laps']}/{b['laps']}")
     verdict = "PASS" if check["passed"] else "FAIL"
     dup = "no duplicates" if check["rows"] == check["distinct_idem_hash"] else "DUPLICATES"
-    print(f"log check: {check['acknowledged']} acknowledged events, {check['rows']} rows, "
-          f"{dup}: {verdict}")
-    print(f"  (rows may exceed acknowledged by events in flight when wrk stopped; "
-          f"at most {check['events_sent_max']} events were sent)")
+    print(
+        f"log check: {check['acknowledged']} acknowledged events, {check['rows']} rows, "
+        f"{dup}: {verdict}"
+    )
+    print(
+        f"  (rows may exceed acknowledged by events in flight when wrk stopped; "
+        f"at most {check['events_sent_max']} events were sent)"
+    )
     if check["commits"]:
-        print(f"  group commit: {check['commits']} transactions, "
-              f"{check['rows'] / check['commits']:.1f} events each on average")
+        print(
+            f"  group commit: {check['commits']} transactions, "
+            f"{check['rows'] / check['commits']:.1f} events each on average"
+        )
     for failure in check["failures"]:
         print(f"  FAIL: {failure}")
     exit_note = "" if f["service_exit_code"] == 0 else "  <- expected 0"
     print(f"kapso-sink exit code after SIGTERM: {f['service_exit_code']}{exit_note}")
-    print(f"kapso-sink ran with KAPSO_SINK_LOG_LEVEL=warning (request logs are info-level), "
-          f"database: {f['database']}")
+    print(
+        f"kapso-sink ran with KAPSO_SINK_LOG_LEVEL=warning (request logs are info-level), "
+        f"database: {f['database']}"
+    )

@@ -50,10 +50,15 @@ async def _run(dsn: str, events: int) -> dict:
             conversations = await pool.fetchval("SELECT count(*) FROM conversations")
         finally:
             await pool.close()
-        return {"events": total, "seconds": round(seconds, 2),
-                "events_per_second": round(total / seconds), "target": TARGET,
-                "messages": messages, "conversations": conversations,
-                "generate_seconds": round(generated, 1)}
+        return {
+            "events": total,
+            "seconds": round(seconds, 2),
+            "events_per_second": round(total / seconds),
+            "target": TARGET,
+            "messages": messages,
+            "conversations": conversations,
+            "generate_seconds": round(generated, 1),
+        }
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -68,7 +73,9 @@ def run(args) -> dict:
         if server is not None:
             server.stop_if_started()
     print(f"scenario rebuild ({result['events']} synthetic log events)")
-    print(f"  rebuild: {result['seconds']} s, {result['events_per_second']} events/s "
-          f"(target >= {TARGET})")
+    print(
+        f"  rebuild: {result['seconds']} s, {result['events_per_second']} events/s "
+        f"(target >= {TARGET})"
+    )
     print(f"  read models: {result['messages']} messages, {result['conversations']} conversations")
     return result

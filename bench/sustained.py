@@ -33,7 +33,9 @@ def _ceiling() -> float:
 
 def _rss_mib(pid: int) -> float:
     proc = psutil.Process(pid)
-    return round(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1)
+    return round(
+        sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1
+    )
 
 
 def _readyz(url: str) -> tuple[int, dict]:
@@ -46,10 +48,13 @@ def _readyz(url: str) -> tuple[int, dict]:
 
 def _figures(wrk: dict) -> dict:
     seconds = wrk["duration_us"] / 1e6
-    return {"rps": round(wrk["requests"] / seconds, 1), "p50_ms": wrk["latency_us"]["p50"] / 1000,
-            "p99_ms": wrk["latency_us"]["p99"] / 1000,
-            "status_200": sum(t["ok"] for t in wrk["threads"]),
-            "status_other": sum(t["other"] for t in wrk["threads"])}
+    return {
+        "rps": round(wrk["requests"] / seconds, 1),
+        "p50_ms": wrk["latency_us"]["p50"] / 1000,
+        "p99_ms": wrk["latency_us"]["p99"] / 1000,
+        "status_200": sum(t["ok"] for t in wrk["threads"]),
+        "status_other": sum(t["other"] for t in wrk["threads"]),
+    }
 
 
 def run(args) -> dict:
@@ -70,28 +75,43 @@ def run(args) -> dict:
         write_streams(tmp, ingest.SECRET.encode(), per_thread, ingest.THREADS)
         outage_dir = tmp / "outage"  # other deliveries, so none of them is a duplicate
         outage_dir.mkdir()
-        write_streams(outage_dir, ingest.SECRET.encode(),
-                      math.ceil(ingest.MAX_RATE * spool_seconds / ingest.THREADS),
-                      ingest.THREADS, seed=8)
+        write_streams(
+            outage_dir,
+            ingest.SECRET.encode(),
+            math.ceil(ingest.MAX_RATE * spool_seconds / ingest.THREADS),
+            ingest.THREADS,
+            seed=8,
+        )
         with common.fresh_database(admin) as dsn:
             sink, url = api_latency.start_sink(dsn, tmp)
             try:
                 time.sleep(2)
                 rss_start = _rss_mib(sink.pid)
-                print(f"fixed rate ~{rate:.0f} req/s (80% of {ceiling:.0f}) for {seconds} s ...",
-                      flush=True)
+                print(
+                    f"fixed rate ~{rate:.0f} req/s (80% of {ceiling:.0f}) for {seconds} s ...",
+                    flush=True,
+                )
                 steady = common.run_wrk(
-                    url + ingest.PATH, ingest.SCRIPT, threads=ingest.THREADS,
-                    connections=CONNECTIONS, duration=seconds,
+                    url + ingest.PATH,
+                    ingest.SCRIPT,
+                    threads=ingest.THREADS,
+                    connections=CONNECTIONS,
+                    duration=seconds,
                     env={"BENCH_REQUESTS_DIR": str(tmp), "BENCH_DELAY_MS": str(delay_ms)},
-                    watch={"server": sink.pid})
+                    watch={"server": sink.pid},
+                )
                 rss_end = _rss_mib(sink.pid)
                 # the outage: PostgreSQL stops, the sink keeps answering from its spool
                 pg.stop(mode="immediate")
                 outage = common.run_wrk(
-                    url + ingest.PATH, ingest.SCRIPT, threads=ingest.THREADS,
-                    connections=args.connections, duration=spool_seconds,
-                    env={"BENCH_REQUESTS_DIR": str(outage_dir)}, watch={"server": sink.pid})
+                    url + ingest.PATH,
+                    ingest.SCRIPT,
+                    threads=ingest.THREADS,
+                    connections=args.connections,
+                    duration=spool_seconds,
+                    env={"BENCH_REQUESTS_DIR": str(outage_dir)},
+                    watch={"server": sink.pid},
+                )
                 _, during = _readyz(url)
                 spooled = during["checks"].get("spool_records", 0)
                 pg.start()
@@ -104,30 +124,41 @@ def run(args) -> dict:
                         raise TimeoutError("spool did not drain")
                     time.sleep(0.2)
                 drain_seconds = round(time.monotonic() - started, 1)
-                rows = common.sql(dsn, "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d "
-                                       "FROM events")[0]
+                rows = common.sql(
+                    dsn, "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d FROM events"
+                )[0]
             finally:
                 exit_code = sink.stop(timeout=30)
     pg.stop()
     a, b = _figures(steady), _figures(outage)
     acked = sum(t["acked"] for t in steady["threads"]) + sum(t["acked"] for t in outage["threads"])
     figures = {
-        "scenario": "sustained", "seconds": seconds, "target_rate": round(rate),
-        "steady": a, "rss_mib": {"start": rss_start, "end": rss_end,
-                                 "growth": round(rss_end - rss_start, 1)},
+        "scenario": "sustained",
+        "seconds": seconds,
+        "target_rate": round(rate),
+        "steady": a,
+        "rss_mib": {"start": rss_start, "end": rss_end, "growth": round(rss_end - rss_start, 1)},
         "outage": {**b, "spooled_records": spooled, "drain_seconds": drain_seconds},
         "log": {"acknowledged_events": acked, "rows": rows["n"], "distinct": rows["d"]},
         "service_exit_code": exit_code,
-        "ok": exit_code == 0 and rows["n"] >= acked and rows["n"] == rows["d"]
-              and b["status_other"] == 0,
+        "ok": exit_code == 0
+        and rows["n"] >= acked
+        and rows["n"] == rows["d"]
+        and b["status_other"] == 0,
     }
     print(f"\nscenario sustained ({seconds} s at ~{rate:.0f} req/s, {CONNECTIONS} connections)")
-    print(f"  achieved {a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, "
-          f"non-200: {a['status_other']}")
+    print(
+        f"  achieved {a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, "
+        f"non-200: {a['status_other']}"
+    )
     print(f"  RSS (service and its children): {rss_start} MiB at start, {rss_end} MiB at end")
-    print(f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
-          f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s")
-    print(f"  log: {acked} acknowledged events, {rows['n']} rows, "
-          f"{'no duplicates' if rows['n'] == rows['d'] else 'DUPLICATES'}: "
-          f"{'PASS' if figures['ok'] else 'FAIL'}")
+    print(
+        f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
+        f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s"
+    )
+    print(
+        f"  log: {acked} acknowledged events, {rows['n']} rows, "
+        f"{'no duplicates' if rows['n'] == rows['d'] else 'DUPLICATES'}: "
+        f"{'PASS' if figures['ok'] else 'FAIL'}"
+    )
     return figures

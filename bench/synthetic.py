@@ -90,7 +90,9 @@ ORDER BY n
 """
 
 
-async def generate(conn: asyncpg.Connection, count: int, *, chunk: int = 100_000, progress=None) -> None:
+async def generate(
+    conn: asyncpg.Connection, count: int, *, chunk: int = 100_000, progress=None
+) -> None:
     """Append `count` synthetic events to the log, in chunks."""
     for start in range(0, count, chunk):
         await conn.execute(GENERATE, start, min(start + chunk, count))

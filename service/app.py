@@ -28,7 +28,8 @@ log = structlog.get_logger("service.app")
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the application; the pool, migrations and writer start with it."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[middleware.request_context, api_routes.require_token]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middleware.request_context, api_routes.require_token],
     )
     app[keys.settings] = settings
     app[keys.dsn] = dsn
@@ -36,7 +37,8 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[keys.keyring] = Keyring.from_secrets(secrets)
     if settings.meta_app_secret is not None:
         app[keys.meta_keyring] = Keyring.from_secrets(
-            [settings.meta_app_secret.get_secret_value().encode()])
+            [settings.meta_app_secret.get_secret_value().encode()]
+        )
     if secret_file is not None:
         log.info("webhook_secret_file", path=str(secret_file.resolve()))
     app.cleanup_ctx.append(_database)
@@ -95,12 +97,16 @@ async def _writer(app: web.Application):
     settings = app[keys.settings]
     spool = None
     if settings.spool_max_bytes > 0:
-        spool = Spool(settings.data_dir / "spool" / f"spool-{settings.port}.log",
-                      settings.spool_max_bytes)
+        spool = Spool(
+            settings.data_dir / "spool" / f"spool-{settings.port}.log", settings.spool_max_bytes
+        )
         spool.open()
     writer = LogWriter(
-        app[keys.pool], batch_max=settings.batch_max, commit_timeout=settings.commit_timeout,
-        spool=spool, reparse=parse.parse_raw,
+        app[keys.pool],
+        batch_max=settings.batch_max,
+        commit_timeout=settings.commit_timeout,
+        spool=spool,
+        reparse=parse.parse_raw,
     )
     writer.start()
     app[keys.writer] = writer
@@ -129,15 +135,24 @@ async def _exporter(app: web.Application):
     running: list[asyncio.subprocess.Process] = []
 
     async def loop() -> None:
-        env = {**os.environ, "DATABASE_URL": app[keys.dsn],
-               "KAPSO_SINK_EXPORT_DIR": str(settings.export_dir)}
+        env = {
+            **os.environ,
+            "DATABASE_URL": app[keys.dsn],
+            "KAPSO_SINK_EXPORT_DIR": str(settings.export_dir),
+        }
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.export_interval)
                 return
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "service", "export", env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                sys.executable,
+                "-m",
+                "service",
+                "export",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             running[:] = [proc]
             out, _ = await proc.communicate()
             running.clear()

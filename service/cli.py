@@ -50,8 +50,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         app = create_app(settings, dsn)
         log.info("serving", host=settings.host, port=settings.port)
         web.run_app(
-            app, host=settings.host, port=settings.port, loop=new_loop(), access_log=None,
-            print=None, shutdown_timeout=settings.commit_timeout + 2, handle_signals=True,
+            app,
+            host=settings.host,
+            port=settings.port,
+            loop=new_loop(),
+            access_log=None,
+            print=None,
+            shutdown_timeout=settings.commit_timeout + 2,
+            handle_signals=True,
         )
     log.info("stopped")
     return 0
@@ -89,8 +95,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             async with pool.acquire() as conn:
                 await db.migrate(conn)
                 head = await conn.fetchval(db.Q["log_head"])
-            with tqdm(total=head, unit="ev", desc=f"rebuild {', '.join(names)}",
-                      disable=args.no_progress) as bar:
+            with tqdm(
+                total=head, unit="ev", desc=f"rebuild {', '.join(names)}", disable=args.no_progress
+            ) as bar:
                 return await runner.rebuild(pool, names, progress=bar.update)
         finally:
             await pool.close()
@@ -126,8 +133,10 @@ def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
     with database(settings) as dsn:
         done = asyncio.run(run(dsn))
     for item in done:
-        print(f"archived {item['partition']}: {item['events']} events, "
-              f"{item['deliveries']} deliveries -> {item['events_file']}")
+        print(
+            f"archived {item['partition']}: {item['events']} events, "
+            f"{item['deliveries']} deliveries -> {item['events_file']}"
+        )
     if not done:
         print(f"nothing to archive before {args.before}")
     return 0
@@ -190,9 +199,15 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(simulator.run(args))
 
 
-COMMANDS = {"serve": cmd_serve, "migrate": cmd_migrate, "rebuild": cmd_rebuild,
-            "archive": cmd_archive, "export": cmd_export, "project": cmd_project,
-            "simulate": cmd_simulate}
+COMMANDS = {
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "rebuild": cmd_rebuild,
+    "archive": cmd_archive,
+    "export": cmd_export,
+    "project": cmd_project,
+    "simulate": cmd_simulate,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,23 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the webhook sink and query API (default)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     rebuild = sub.add_parser("rebuild", help="rebuild read models from the event log")
-    rebuild.add_argument("name", nargs="?", choices=["conversations", "messages"],
-                         help="one read model (default: all)")
+    rebuild.add_argument(
+        "name",
+        nargs="?",
+        choices=["conversations", "messages"],
+        help="one read model (default: all)",
+    )
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
     proj = sub.add_parser("project", help="run the projector alone (serve starts one itself)")
     proj.add_argument("--batch", type=int, default=5000, help="events folded per transaction")
     proj.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     arch = sub.add_parser("archive", help="move whole months of the log to Parquet")
-    arch.add_argument("--before", required=True, metavar="YYYY-MM",
-                      help="archive every month before this one")
+    arch.add_argument(
+        "--before", required=True, metavar="YYYY-MM", help="archive every month before this one"
+    )
     arch.add_argument("--dir", default="archive", help="where the Parquet files go")
-    exp = sub.add_parser("export", help="export the log, read models and analytics models to "
-                                        "Parquet and DuckDB")
+    exp = sub.add_parser(
+        "export", help="export the log, read models and analytics models to Parquet and DuckDB"
+    )
     # defined here rather than imported: the export's modules (Arrow, DuckDB) are heavy
-    exp.add_argument("--out", type=Path, metavar="DIR",
-                     help="export folder (default: KAPSO_SINK_EXPORT_DIR)")
-    exp.add_argument("--readers", type=int, default=2,
-                     help="parallel connections reading the log")
+    exp.add_argument(
+        "--out", type=Path, metavar="DIR", help="export folder (default: KAPSO_SINK_EXPORT_DIR)"
+    )
+    exp.add_argument("--readers", type=int, default=2, help="parallel connections reading the log")
     sim = sub.add_parser("simulate", help="send realistic signed Kapso traffic to a sink")
     try:
         from analytics import simulator

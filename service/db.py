@@ -106,6 +106,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def create_pool(dsn: str, *, size: int = 8, connect_timeout: float = 5.0) -> asyncpg.Pool:
     """The one pool a process uses; JSON columns decode to Python objects."""
     return await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, init=_init_connection, timeout=connect_timeout,
-        command_timeout=60, server_settings={"application_name": "kapso-sink"},
+        dsn,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        timeout=connect_timeout,
+        command_timeout=60,
+        server_settings={"application_name": "kapso-sink"},
     )

@@ -68,7 +68,9 @@ class EmbeddedPostgres:
 
     def is_running(self) -> bool:
         result = subprocess.run(
-            [_bin("pg_ctl"), "-D", str(self.pgdata), "status"], capture_output=True, **self._run_as()
+            [_bin("pg_ctl"), "-D", str(self.pgdata), "status"],
+            capture_output=True,
+            **self._run_as(),
         )
         return result.returncode == 0
 
@@ -87,9 +89,20 @@ class EmbeddedPostgres:
                     shutil.rmtree(self.pgdata)
                 log.info("embedded_postgres_init", pgdata=str(self.pgdata))
                 subprocess.run(
-                    [_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                     "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                    check=True, capture_output=True, **run_as,
+                    [
+                        _bin("initdb"),
+                        "-D",
+                        str(self.pgdata),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--no-instructions",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    **run_as,
                 )
             if not self.is_running():
                 options = (
@@ -98,9 +111,21 @@ class EmbeddedPostgres:
                     "-c synchronous_commit=on -c max_wal_size=2GB"
                 )
                 started = subprocess.run(
-                    [_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60",
-                     "-l", str(self.root / "postgres.log"), "-o", options, "start"],
-                    capture_output=True, **run_as,
+                    [
+                        _bin("pg_ctl"),
+                        "-D",
+                        str(self.pgdata),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-l",
+                        str(self.root / "postgres.log"),
+                        "-o",
+                        options,
+                        "start",
+                    ],
+                    capture_output=True,
+                    **run_as,
                 )
                 if started.returncode != 0:
                     tail = _tail(self.root / "postgres.log")
@@ -113,7 +138,8 @@ class EmbeddedPostgres:
         """Stop the cluster (whoever started it)."""
         result = subprocess.run(
             [_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],
-            capture_output=True, **self._run_as(),
+            capture_output=True,
+            **self._run_as(),
         )
         self._started_here = False
         if result.returncode != 0 and self.is_running():
@@ -140,7 +166,8 @@ def _ensure_server_user() -> None:
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", _SERVER_USER],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
 
 

@@ -10,7 +10,8 @@ import structlog
 
 def configure(level: str = "info", fmt: str = "json") -> None:
     renderer = (
-        structlog.processors.JSONRenderer() if fmt == "json"
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(

@@ -21,10 +21,14 @@ class _WriterCollector:
 
     def collect(self):
         writer = self._app.get(keys.writer)
-        stored = CounterMetricFamily("kapso_sink_events_stored", "Logical events committed to the log",
-                                     labels=["event"])
-        dupes = CounterMetricFamily("kapso_sink_events_duplicate",
-                                    "Logical events acknowledged as already stored", labels=["event"])
+        stored = CounterMetricFamily(
+            "kapso_sink_events_stored", "Logical events committed to the log", labels=["event"]
+        )
+        dupes = CounterMetricFamily(
+            "kapso_sink_events_duplicate",
+            "Logical events acknowledged as already stored",
+            labels=["event"],
+        )
         if writer is not None:
             for name, count in sorted(writer.stats.stored_by_event.items()):
                 stored.add_metric([name], count)
@@ -39,23 +43,38 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_WriterCollector(app))
         self.signature_failures = Counter(
-            "kapso_sink_signature_failures", "Deliveries refused for their signature",
-            registry=self.registry)
+            "kapso_sink_signature_failures",
+            "Deliveries refused for their signature",
+            registry=self.registry,
+        )
         self.requests = Histogram(
-            "kapso_sink_request_seconds", "HTTP request latency", ["method", "route", "status"],
+            "kapso_sink_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry)
-        self.lag_events = Gauge("kapso_sink_projection_lag_events",
-                                "Log events not yet projected", ["projection"], registry=self.registry)
-        self.lag_seconds = Gauge("kapso_sink_projection_lag_seconds",
-                                 "Age of the oldest unprojected event", ["projection"],
-                                 registry=self.registry)
-        self.queued = Gauge("kapso_sink_writer_queued", "Deliveries waiting for a commit",
-                            registry=self.registry)
-        self.spool_records = Gauge("kapso_sink_spool_records",
-                                   "Deliveries in the outage spool", registry=self.registry)
-        self.spool_bytes = Gauge("kapso_sink_spool_bytes", "Size of the outage spool",
-                                 registry=self.registry)
+            registry=self.registry,
+        )
+        self.lag_events = Gauge(
+            "kapso_sink_projection_lag_events",
+            "Log events not yet projected",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.lag_seconds = Gauge(
+            "kapso_sink_projection_lag_seconds",
+            "Age of the oldest unprojected event",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "kapso_sink_writer_queued", "Deliveries waiting for a commit", registry=self.registry
+        )
+        self.spool_records = Gauge(
+            "kapso_sink_spool_records", "Deliveries in the outage spool", registry=self.registry
+        )
+        self.spool_bytes = Gauge(
+            "kapso_sink_spool_bytes", "Size of the outage spool", registry=self.registry
+        )
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         route = request.match_info.route.resource

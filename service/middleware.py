@@ -14,8 +14,13 @@ from service.log.records import clean_text
 
 log = structlog.get_logger("service.http")
 
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-          413: "body_too_large", 415: "unsupported_media_type"}
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 @web.middleware
@@ -37,9 +42,13 @@ async def request_context(request: web.Request, handler):
         response = error_response(500, "internal_error", f"unexpected error (request {request_id})")
     response.headers["X-Request-Id"] = request_id
     log.info(
-        "request", method=request.method, path=request.path, status=response.status,
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        stored=request.get(keys.stored), duplicates=request.get(keys.duplicates),
+        stored=request.get(keys.stored),
+        duplicates=request.get(keys.duplicates),
         request_id=request_id,
     )
     observe = request.app.get(_OBSERVER)

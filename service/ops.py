@@ -38,10 +38,13 @@ async def readyz(request: web.Request) -> web.Response:
     elif child is not None and checks.get("database") == "ok":
         with contextlib.suppress(Exception):
             leader = await runner.leader_pid(request.app[keys.pool])
-            checks["projector"] = "leader" if leader is not None and leader == child.pid else "standby"
+            checks["projector"] = (
+                "leader" if leader is not None and leader == child.pid else "standby"
+            )
     ready = checks.get("database") == "ok" and checks.get("migrations") == "ok"
     return web.json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
     )
 
 

@@ -18,7 +18,10 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
         populate_by_name=True,
     )
 
@@ -55,7 +58,8 @@ class Settings(BaseSettings):
         # process: a child process next to the web server (default); inline: on the server's
         # event loop; off: none here. true/false are read as inline/off.
         value = {"true": "inline", "1": "inline", "false": "off", "0": "off"}.get(
-            str(v).lower(), str(v).lower())
+            str(v).lower(), str(v).lower()
+        )
         if value not in {"process", "inline", "off"}:
             raise ValueError("must be process, inline or off")
         return value

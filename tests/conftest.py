@@ -42,7 +42,8 @@ def _others_connected(dsn: str) -> bool:
         try:
             return await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                "AND pid <> pg_backend_pid()")
+                "AND pid <> pg_backend_pid()"
+            )
         finally:
             await conn.close()
 

@@ -35,12 +35,22 @@ def dumps(obj) -> bytes:
     return orjson.dumps(obj)
 
 
-def delivery(body, *, event: str | None = "whatsapp.message.received", secret: str = SECRET,
-             key: str | None = None, **headers) -> tuple[bytes, dict]:
+def delivery(
+    body,
+    *,
+    event: str | None = "whatsapp.message.received",
+    secret: str = SECRET,
+    key: str | None = None,
+    **headers,
+) -> tuple[bytes, dict]:
     """A signed Kapso delivery: (raw body, headers)."""
     raw = body if isinstance(body, bytes) else dumps(body)
-    hdrs = {"Content-Type": "application/json", "X-Webhook-Signature": sign(raw, secret),
-            "X-Idempotency-Key": key or str(uuid.uuid4()), "X-Webhook-Payload-Version": "v2"}
+    hdrs = {
+        "Content-Type": "application/json",
+        "X-Webhook-Signature": sign(raw, secret),
+        "X-Idempotency-Key": key or str(uuid.uuid4()),
+        "X-Webhook-Payload-Version": "v2",
+    }
     if event is not None:
         hdrs["X-Webhook-Event"] = event
     hdrs.update({k.replace("_", "-"): v for k, v in headers.items()})
@@ -164,11 +174,16 @@ class ServiceProcess:
                 port = s.getsockname()[1]
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "DATABASE_URL": dsn, "KAPSO_SINK_PORT": str(port),
-                    "KAPSO_WEBHOOK_SECRETS": f"{SECRET},{OLD_SECRET}",
-                    "KAPSO_SINK_DATA_DIR": str(tmp_path), "KAPSO_SINK_LOG_LEVEL": "warning",
-                    "KAPSO_SINK_EXPORT_DIR": str(tmp_path / "exports"),
-                    **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "KAPSO_SINK_PORT": str(port),
+            "KAPSO_WEBHOOK_SECRETS": f"{SECRET},{OLD_SECRET}",
+            "KAPSO_SINK_DATA_DIR": str(tmp_path),
+            "KAPSO_SINK_LOG_LEVEL": "warning",
+            "KAPSO_SINK_EXPORT_DIR": str(tmp_path / "exports"),
+            **{k: str(v) for k, v in env.items()},
+        }
         self.log_path = tmp_path / f"service-{port}.log"
         self.argv = [sys.executable, "-m", "service", "serve"]
         self.proc = None

@@ -125,8 +125,12 @@ class Delivery(_Model):
     body_sha256: str
     kind: str
     received_at: datetime
-    headers: dict[str, Any] = Field(description="the protocol headers as received (X-*, content type)")
-    key_is_body_sha256: bool | None = Field(description="Meta kind: X-Idempotency-Key was the body's SHA-256")
+    headers: dict[str, Any] = Field(
+        description="the protocol headers as received (X-*, content type)"
+    )
+    key_is_body_sha256: bool | None = Field(
+        description="Meta kind: X-Idempotency-Key was the body's SHA-256"
+    )
     body_base64: str = Field(description="the body exactly as received, base64-encoded")
 
 

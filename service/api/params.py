@@ -69,8 +69,11 @@ def cursor(request: web.Request, name: str = "cursor") -> list | None:
         value = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise _bad(name, "not a cursor this API returned") from None
-    if not isinstance(value, list) or len(value) != 2 or any(
-            isinstance(v, str) and ("\x00" in v or len(v) > 512) for v in value):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(v, str) and ("\x00" in v or len(v) > 512) for v in value)
+    ):
         raise _bad(name, "not a cursor this API returned")
     return value
 

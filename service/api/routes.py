@@ -19,8 +19,9 @@ MAX_PAGE = 500
 
 
 def reply(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(text=model.model_dump_json(), status=status,
-                        content_type="application/json")
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
 
 
 @web.middleware
@@ -32,23 +33,36 @@ async def require_token(request: web.Request, handler):
         scheme, _, given = header.partition(" ")
         expected = token.get_secret_value().encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     return await handler(request)
 
 
 def conversation(row) -> models.Conversation:
     inactivity = None
     if row["last_inactive_at"] is not None:
-        inactivity = models.Inactivity(at=row["last_inactive_at"],
-                                       minutes=row["inactivity_minutes"])
+        inactivity = models.Inactivity(
+            at=row["last_inactive_at"], minutes=row["inactivity_minutes"]
+        )
     return models.Conversation(
-        id=row["id"], phone_number_id=row["phone_number_id"], status=row["status"],
-        contact_phone=row["contact_phone"], contact_bsuid=row["contact_bsuid"],
-        contact_name=row["contact_name"], created_at=row["created_at"], ended_at=row["ended_at"],
-        last_active_at=row["last_active_at"], last_inactivity=inactivity,
-        inbound_count=row["inbound_count"], outbound_count=row["outbound_count"],
-        last_message_id=row["last_message_id"], last_message_at=row["last_message_at"],
+        id=row["id"],
+        phone_number_id=row["phone_number_id"],
+        status=row["status"],
+        contact_phone=row["contact_phone"],
+        contact_bsuid=row["contact_bsuid"],
+        contact_name=row["contact_name"],
+        created_at=row["created_at"],
+        ended_at=row["ended_at"],
+        last_active_at=row["last_active_at"],
+        last_inactivity=inactivity,
+        inbound_count=row["inbound_count"],
+        outbound_count=row["outbound_count"],
+        last_message_id=row["last_message_id"],
+        last_message_at=row["last_message_at"],
         updated_at=row["updated_at"],
     )
 
@@ -63,22 +77,26 @@ async def list_conversations(request: web.Request) -> web.Response:
     updated_after = params.timestamp(request, "updated_after")
     limit = params.integer(request, "limit", default=50, low=1, high=MAX_PAGE)
     after = params.cursor(request) or [0, ""]
-    if not isinstance(after[0], int) or not isinstance(after[1], str) \
-            or not 0 <= after[0] < 2**63:
+    if not isinstance(after[0], int) or not isinstance(after[1], str) or not 0 <= after[0] < 2**63:
         raise ApiError(400, "bad_parameter", "cursor: not a cursor this API returned")
     rows = await request.app[keys.pool].fetch(
-        Q["list_conversations"], status, phone, updated_after, after[0], after[1], limit + 1)
+        Q["list_conversations"], status, phone, updated_after, after[0], after[1], limit + 1
+    )
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
         next_cursor = params.encode_cursor(page[-1]["updated_position"], page[-1]["id"])
-    return reply(models.ConversationPage(
-        conversations=[conversation(r) for r in page], next_cursor=next_cursor))
+    return reply(
+        models.ConversationPage(
+            conversations=[conversation(r) for r in page], next_cursor=next_cursor
+        )
+    )
 
 
 async def get_conversation(request: web.Request) -> web.Response:
     row = await request.app[keys.pool].fetchrow(
-        Q["get_conversation"], params.path_id(request, "conversation"))
+        Q["get_conversation"], params.path_id(request, "conversation")
+    )
     if row is None:
         raise ApiError(404, "not_found", "no conversation with that id")
     return reply(conversation(row))
@@ -103,8 +121,9 @@ async def conversation_messages(request: web.Request) -> web.Response:
     pool = request.app[keys.pool]
     if await pool.fetchrow(Q["get_conversation"], conversation_id) is None:
         raise ApiError(404, "not_found", "no conversation with that id")
-    rows = await pool.fetch(Q["conversation_messages"], conversation_id, after_time, after_id,
-                            limit + 1)
+    rows = await pool.fetch(
+        Q["conversation_messages"], conversation_id, after_time, after_id, limit + 1
+    )
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -115,7 +134,8 @@ async def conversation_messages(request: web.Request) -> web.Response:
 
 async def get_message(request: web.Request) -> web.Response:
     row = await request.app[keys.pool].fetchrow(
-        Q["get_message"], params.path_id(request, "message"))
+        Q["get_message"], params.path_id(request, "message")
+    )
     if row is None:
         raise ApiError(404, "not_found", "no message with that id")
     return reply(message(row))
@@ -134,16 +154,23 @@ async def delivery_metrics(request: web.Request) -> web.Response:
     if since >= until:
         raise ApiError(400, "bad_parameter", "since: must be before until")
     rows = await request.app[keys.pool].fetch(Q["delivery_metrics"], bucket, phone, since, until)
-    buckets = [models.MetricsBucket(bucket_start=r["bucket"], **{
-        k: r[k] for k in models.MetricsBucket.model_fields if k != "bucket_start"}) for r in rows]
+    buckets = [
+        models.MetricsBucket(
+            bucket_start=r["bucket"],
+            **{k: r[k] for k in models.MetricsBucket.model_fields if k != "bucket_start"},
+        )
+        for r in rows
+    ]
     return reply(models.DeliveryMetrics(bucket=bucket, since=since, until=until, buckets=buckets))
 
 
 def log_event(row) -> models.LogEvent:
-    values = {k: row[k] for k in models.LogEvent.model_fields
-              if k not in ("idem_hash", "body_sha256")}
-    return models.LogEvent(idem_hash=row["idem_hash"].hex(),
-                           body_sha256=row["body_sha256"].hex(), **values)
+    values = {
+        k: row[k] for k in models.LogEvent.model_fields if k not in ("idem_hash", "body_sha256")
+    }
+    return models.LogEvent(
+        idem_hash=row["idem_hash"].hex(), body_sha256=row["body_sha256"].hex(), **values
+    )
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -154,8 +181,9 @@ async def list_events(request: web.Request) -> web.Response:
     message_id = params.text(request, "message_id")
     pool = request.app[keys.pool]
     if message_id is not None:
-        rows = await pool.fetch(Q["events_by_message"], message_id, after, event,
-                                conversation_id, limit)
+        rows = await pool.fetch(
+            Q["events_by_message"], message_id, after, event, conversation_id, limit
+        )
     elif conversation_id is not None:
         rows = await pool.fetch(Q["events_by_conversation"], conversation_id, after, event, limit)
     else:
@@ -175,10 +203,16 @@ async def get_delivery(request: web.Request) -> web.Response:
     row = await request.app[keys.pool].fetchrow(Q["get_delivery"], key)
     if row is None:
         raise ApiError(404, "not_found", "no delivery with that body hash")
-    return reply(models.Delivery(
-        body_sha256=digest.lower(), kind=row["kind"], received_at=row["received_at"],
-        headers=row["headers"], key_is_body_sha256=row["key_is_body_sha256"],
-        body_base64=base64.b64encode(row["body"]).decode()))
+    return reply(
+        models.Delivery(
+            body_sha256=digest.lower(),
+            kind=row["kind"],
+            received_at=row["received_at"],
+            headers=row["headers"],
+            key_is_body_sha256=row["key_is_body_sha256"],
+            body_base64=base64.b64encode(row["body"]).decode(),
+        )
+    )
 
 
 async def list_projections(request: web.Request) -> web.Response:

@@ -55,18 +55,36 @@ async def archive_before(pool: asyncpg.Pool, before: date, out_dir: Path) -> lis
 
 
 _TS = pa.timestamp("us", tz="UTC")
-EVENTS_SCHEMA = pa.schema([
-    ("position", pa.int64()), ("idem_hash", pa.string()), ("idempotency_key", pa.string()),
-    ("kind", pa.string()), ("event_name", pa.string()), ("payload_version", pa.string()),
-    ("batch_index", pa.int32()), ("batch_info", pa.string()), ("received_at", _TS),
-    ("secret_id", pa.string()), ("body_sha256", pa.string()), ("phone_number_id", pa.string()),
-    ("conversation_id", pa.string()), ("message_id", pa.string()), ("payload", pa.string()),
-    ("parse_error", pa.string()),
-])
-DELIVERIES_SCHEMA = pa.schema([
-    ("body_sha256", pa.string()), ("received_at", _TS), ("kind", pa.string()),
-    ("headers", pa.string()), ("body", pa.binary()), ("key_is_body_sha256", pa.bool_()),
-])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("idem_hash", pa.string()),
+        ("idempotency_key", pa.string()),
+        ("kind", pa.string()),
+        ("event_name", pa.string()),
+        ("payload_version", pa.string()),
+        ("batch_index", pa.int32()),
+        ("batch_info", pa.string()),
+        ("received_at", _TS),
+        ("secret_id", pa.string()),
+        ("body_sha256", pa.string()),
+        ("phone_number_id", pa.string()),
+        ("conversation_id", pa.string()),
+        ("message_id", pa.string()),
+        ("payload", pa.string()),
+        ("parse_error", pa.string()),
+    ]
+)
+DELIVERIES_SCHEMA = pa.schema(
+    [
+        ("body_sha256", pa.string()),
+        ("received_at", _TS),
+        ("kind", pa.string()),
+        ("headers", pa.string()),
+        ("body", pa.binary()),
+        ("key_is_body_sha256", pa.bool_()),
+    ]
+)
 
 
 async def _stream_to_parquet(conn, query: str, args: tuple, path: Path, schema) -> int:
@@ -96,23 +114,41 @@ async def archive_partition(pool: asyncpg.Pool, name: str, month: date, out_dir:
         count, checksum = await conn.fetchrow(Q["partition_checksum"].replace("{partition}", name))
         n_deliveries = await conn.fetchval(Q["count_month_deliveries"], month)
         written = await _stream_to_parquet(
-            conn, Q["partition_rows"].replace("{partition}", name), (), events_file,
-            EVENTS_SCHEMA)
+            conn, Q["partition_rows"].replace("{partition}", name), (), events_file, EVENTS_SCHEMA
+        )
         written_deliveries = await _stream_to_parquet(
-            conn, Q["month_deliveries"], (month,), deliveries_file, DELIVERIES_SCHEMA)
+            conn, Q["month_deliveries"], (month,), deliveries_file, DELIVERIES_SCHEMA
+        )
     file_count, file_checksum = await asyncio.to_thread(_parquet_checksum, events_file, written)
-    if (written, file_count, file_checksum) != (count, count, checksum) or \
-            written_deliveries != n_deliveries:
+    if (written, file_count, file_checksum) != (
+        count,
+        count,
+        checksum,
+    ) or written_deliveries != n_deliveries:
         raise ArchiveError(f"{name}: files do not match the database; nothing removed")
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT set_config('kapso_sink.archiving', 'on', true)")
-        await conn.execute(Q["record_archive"], name, month, count, n_deliveries, checksum,
-                           str(events_file), str(deliveries_file))
+        await conn.execute(
+            Q["record_archive"],
+            name,
+            month,
+            count,
+            n_deliveries,
+            checksum,
+            str(events_file),
+            str(deliveries_file),
+        )
         await conn.execute(Q["delete_month_deliveries"], month)
         await conn.execute(Q["drop_partition"].replace("{partition}", name))
-    result = {"partition": name, "month": month.isoformat(), "events": count,
-              "deliveries": n_deliveries, "checksum": checksum, "events_file": str(events_file),
-              "deliveries_file": str(deliveries_file)}
+    result = {
+        "partition": name,
+        "month": month.isoformat(),
+        "events": count,
+        "deliveries": n_deliveries,
+        "checksum": checksum,
+        "events_file": str(events_file),
+        "deliveries_file": str(deliveries_file),
+    }
     log.info("partition_archived", **result)
     return result
 
@@ -124,6 +160,8 @@ def _parquet_checksum(path: Path, rows: int) -> tuple[int, str]:
     try:
         return con.execute(
             "SELECT count(*), md5(string_agg(idem_hash, ',' ORDER BY position)) "
-            "FROM read_parquet(?)", [str(path)]).fetchone()
+            "FROM read_parquet(?)",
+            [str(path)],
+        ).fetchone()
     finally:
         con.close()

@@ -43,17 +43,26 @@ class RawDelivery:
     body: bytes
 
     def encode(self) -> bytes:
-        return orjson.dumps({
-            "kind": self.kind, "received_at": self.received_at.isoformat(),
-            "secret_id": self.secret_id, "headers": self.headers,
-            "body": base64.b64encode(self.body).decode(),
-        })
+        return orjson.dumps(
+            {
+                "kind": self.kind,
+                "received_at": self.received_at.isoformat(),
+                "secret_id": self.secret_id,
+                "headers": self.headers,
+                "body": base64.b64encode(self.body).decode(),
+            }
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> RawDelivery:
         doc = orjson.loads(data)
-        return cls(doc["kind"], datetime.fromisoformat(doc["received_at"]), doc["secret_id"],
-                   tuple((k, v) for k, v in doc["headers"]), base64.b64decode(doc["body"]))
+        return cls(
+            doc["kind"],
+            datetime.fromisoformat(doc["received_at"]),
+            doc["secret_id"],
+            tuple((k, v) for k, v in doc["headers"]),
+            base64.b64decode(doc["body"]),
+        )
 
 
 def frame(payload: bytes) -> bytes:
@@ -129,18 +138,24 @@ class Spool:
             return
         offset = 0
         while offset < len(data):
-            magic, length, crc = (_HEADER.unpack_from(data, offset)
-                                  if len(data) - offset >= _HEADER.size else (None, 0, 0))
+            magic, length, crc = (
+                _HEADER.unpack_from(data, offset)
+                if len(data) - offset >= _HEADER.size
+                else (None, 0, 0)
+            )
             start = offset + _HEADER.size
-            payload = data[start:start + length]
+            payload = data[start : start + length]
             if magic == MAGIC and len(payload) == length and zlib.crc32(payload) == crc:
                 yield payload
                 offset = start + length
                 continue
             resume = data.find(MAGIC, offset + 1)
-            log.warning("spool_record_skipped", offset=offset,
-                        reason="torn last record" if resume < 0 else "corrupt record",
-                        bytes=(len(data) if resume < 0 else resume) - offset)
+            log.warning(
+                "spool_record_skipped",
+                offset=offset,
+                reason="torn last record" if resume < 0 else "corrupt record",
+                bytes=(len(data) if resume < 0 else resume) - offset,
+            )
             if resume < 0:
                 return
             offset = resume

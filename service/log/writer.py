@@ -64,8 +64,16 @@ class WriterStats:
 class LogWriter:
     """The one appender of a process; `append()` returns once the rows are committed."""
 
-    def __init__(self, pool: asyncpg.Pool, *, batch_max: int = 1000, commit_timeout: float = 5.0,
-                 spool=None, reparse=None, retry_every: float = 1.0):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch_max: int = 1000,
+        commit_timeout: float = 5.0,
+        spool=None,
+        reparse=None,
+        retry_every: float = 1.0,
+    ):
         self._pool = pool
         self.spool = spool
         self._reparse = reparse  # RawDelivery -> (DeliveryRecord, events), for draining
@@ -92,8 +100,9 @@ class LogWriter:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def append(self, delivery: DeliveryRecord, events: list[EventRecord],
-                     raw: RawDelivery | None = None) -> AppendResult:
+    async def append(
+        self, delivery: DeliveryRecord, events: list[EventRecord], raw: RawDelivery | None = None
+    ) -> AppendResult:
         """Queue one delivery's events and wait until they are committed (or, with a spool
         and the database unreachable, fsynced to the spool)."""
         if self._closing:
@@ -138,8 +147,12 @@ class LogWriter:
             return
         except Exception as exc:  # noqa: BLE001 - spooled, or every waiting request gets 503
             self.stats.failures += 1
-            log.warning("append_failed", error=type(exc).__name__, detail=str(exc)[:200],
-                        deliveries=len(batch))
+            log.warning(
+                "append_failed",
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                deliveries=len(batch),
+            )
             if self.spool is not None and all(p.raw is not None for p in batch):
                 await self._to_spool(batch, type(exc).__name__)
                 return
@@ -230,8 +243,9 @@ class LogWriter:
         deliveries = {p.delivery.body_sha256: p.delivery for p in batch}
         events = [e for p in batch for e in p.events]
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(Q["append_batch"], *_delivery_columns(deliveries.values()),
-                                    *_event_columns(events))
+            rows = await conn.fetch(
+                Q["append_batch"], *_delivery_columns(deliveries.values()), *_event_columns(events)
+            )
         inserted = {r["idem_hash"]: r["position"] for r in rows}
         return self._tally(batch, inserted)
 

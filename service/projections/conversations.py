@@ -65,7 +65,8 @@ def apply(state: Conversation | None, fact: ConversationFact) -> Conversation:
         phone_number_id=pick(state.phone_number_id, fact.phone_number_id),
         contact_phone=pick(state.contact_phone, fact.phone),
         contact_bsuid=pick(state.contact_bsuid, fact.bsuid),
-        contact_name=name, contact_name_at=name_at,
+        contact_name=name,
+        contact_name_at=name_at,
         status="ended" if ended or state.status == "ended" else "active",
         created_at=pick(state.created_at, fact.created_at),
         ended_at=ended_at,
@@ -82,23 +83,39 @@ def from_row(row) -> Conversation:
     if row["last_inactive_at"] is not None:
         inactive = (row["last_inactive_at"], row["inactivity_minutes"])
     return Conversation(
-        id=row["id"], phone_number_id=row["phone_number_id"], contact_phone=row["contact_phone"],
-        contact_bsuid=row["contact_bsuid"], contact_name=row["contact_name"],
-        contact_name_at=row["contact_name_at"], status=row["status"],
-        created_at=row["created_at"], ended_at=row["ended_at"],
-        last_active_at=row["last_active_at"], snapshot_at=row["snapshot_at"], inactive=inactive,
-        updated_position=row["updated_position"], updated_at=row["updated_at"],
+        id=row["id"],
+        phone_number_id=row["phone_number_id"],
+        contact_phone=row["contact_phone"],
+        contact_bsuid=row["contact_bsuid"],
+        contact_name=row["contact_name"],
+        contact_name_at=row["contact_name_at"],
+        status=row["status"],
+        created_at=row["created_at"],
+        ended_at=row["ended_at"],
+        last_active_at=row["last_active_at"],
+        snapshot_at=row["snapshot_at"],
+        inactive=inactive,
+        updated_position=row["updated_position"],
+        updated_at=row["updated_at"],
     )
 
 
 def to_row(s: Conversation) -> dict:
     """The `conversations` table row of a state (for `upsert_conversations`)."""
     return {
-        "id": s.id, "phone_number_id": s.phone_number_id, "contact_phone": s.contact_phone,
-        "contact_bsuid": s.contact_bsuid, "contact_name": s.contact_name,
-        "contact_name_at": s.contact_name_at, "status": s.status, "created_at": s.created_at,
-        "ended_at": s.ended_at, "last_active_at": s.last_active_at, "snapshot_at": s.snapshot_at,
+        "id": s.id,
+        "phone_number_id": s.phone_number_id,
+        "contact_phone": s.contact_phone,
+        "contact_bsuid": s.contact_bsuid,
+        "contact_name": s.contact_name,
+        "contact_name_at": s.contact_name_at,
+        "status": s.status,
+        "created_at": s.created_at,
+        "ended_at": s.ended_at,
+        "last_active_at": s.last_active_at,
+        "snapshot_at": s.snapshot_at,
         "last_inactive_at": s.inactive[0] if s.inactive else None,
         "inactivity_minutes": s.inactive[1] if s.inactive else None,
-        "updated_position": s.updated_position, "updated_at": s.updated_at,
+        "updated_position": s.updated_position,
+        "updated_at": s.updated_at,
     }

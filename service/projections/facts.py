@@ -20,7 +20,9 @@ MESSAGE_EVENTS = {
     "whatsapp.message.failed": "failed",
 }
 CONVERSATION_EVENTS = {
-    "whatsapp.conversation.created", "whatsapp.conversation.ended", "whatsapp.conversation.inactive",
+    "whatsapp.conversation.created",
+    "whatsapp.conversation.ended",
+    "whatsapp.conversation.inactive",
 }
 
 
@@ -102,8 +104,12 @@ def message_fact(row) -> MessageFact | None:
     if direction not in ("inbound", "outbound"):
         direction = "inbound" if event_status == "received" else "outbound"
     message_ts = row["message_ts"]
-    times = {"sent": row["sent_at"], "delivered": row["delivered_at"],
-             "read": row["read_at"], "failed": row["failed_at"]}
+    times = {
+        "sent": row["sent_at"],
+        "delivered": row["delivered_at"],
+        "read": row["read_at"],
+        "failed": row["failed_at"],
+    }
     # without a status history, the event's own status dates from message.timestamp (§9.2)
     if event_status in times and times[event_status] is None:
         times[event_status] = message_ts
@@ -114,10 +120,22 @@ def message_fact(row) -> MessageFact | None:
         message_at = min(known) if known else None
     error = (row["error_code"], row["error_title"] or "") if row["error_code"] is not None else None
     return MessageFact(
-        row["position"], row["received_at"], message_id, row["conversation_id"],
-        row["phone_number_id"], direction, row["message_type"], row["origin"],
-        row["template_name"], message_at, times["sent"], times["delivered"], times["read"],
-        times["failed"], error, row["pricing_category"],
+        row["position"],
+        row["received_at"],
+        message_id,
+        row["conversation_id"],
+        row["phone_number_id"],
+        direction,
+        row["message_type"],
+        row["origin"],
+        row["template_name"],
+        message_at,
+        times["sent"],
+        times["delivered"],
+        times["read"],
+        times["failed"],
+        error,
+        row["pricing_category"],
         row["contact_bsuid"] or digits(row["contact_phone"]),
     )
 
@@ -133,13 +151,18 @@ def conversation_fact(row) -> ConversationFact | None:
         inactive = _inactive_notice(row)
     status = row["conv_status"]
     return ConversationFact(
-        position=row["position"], received_at=row["received_at"], conversation_id=conversation_id,
+        position=row["position"],
+        received_at=row["received_at"],
+        conversation_id=conversation_id,
         phone_number_id=row["phone_number_id"],
         status=status if status in ("active", "ended") else None,
         ended=name == "whatsapp.conversation.ended",
-        created_at=iso_time(row["conv_created_at"]), updated_at=iso_time(row["conv_updated_at"]),
-        last_active_at=iso_time(row["conv_last_active_at"]), phone=digits(row["conv_phone"]),
-        bsuid=row["conv_bsuid"] or None, contact_name=row["contact_name"] or None,
+        created_at=iso_time(row["conv_created_at"]),
+        updated_at=iso_time(row["conv_updated_at"]),
+        last_active_at=iso_time(row["conv_last_active_at"]),
+        phone=digits(row["conv_phone"]),
+        bsuid=row["conv_bsuid"] or None,
+        contact_name=row["contact_name"] or None,
         inactive=inactive,
     )
 

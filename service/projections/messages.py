@@ -77,23 +77,47 @@ def apply(state: Message | None, fact: MessageFact) -> Message:
 def from_row(row) -> Message:
     error = (row["error_code"], row["error_title"] or "") if row["error_code"] is not None else None
     return Message(
-        row["id"], row["conversation_id"], row["phone_number_id"], row["direction"], row["type"],
-        row["origin"], row["template_name"], row["message_at"], row["sent_at"],
-        row["delivered_at"], row["read_at"], row["failed_at"], error, row["pricing_category"],
-        row["updated_position"], row["updated_at"], row["contact_id"],
+        row["id"],
+        row["conversation_id"],
+        row["phone_number_id"],
+        row["direction"],
+        row["type"],
+        row["origin"],
+        row["template_name"],
+        row["message_at"],
+        row["sent_at"],
+        row["delivered_at"],
+        row["read_at"],
+        row["failed_at"],
+        error,
+        row["pricing_category"],
+        row["updated_position"],
+        row["updated_at"],
+        row["contact_id"],
     )
 
 
 def to_row(s: Message) -> dict:
     """The `messages` table row of a state (for `upsert_messages`)."""
     return {
-        "id": s.id, "conversation_id": s.conversation_id, "phone_number_id": s.phone_number_id,
-        "direction": s.direction, "type": s.type, "origin": s.origin,
-        "template_name": s.template_name, "message_at": s.message_at, "sent_at": s.sent_at,
-        "delivered_at": s.delivered_at, "read_at": s.read_at, "failed_at": s.failed_at,
-        "status": s.status, "read_without_delivered": s.read_without_delivered,
+        "id": s.id,
+        "conversation_id": s.conversation_id,
+        "phone_number_id": s.phone_number_id,
+        "direction": s.direction,
+        "type": s.type,
+        "origin": s.origin,
+        "template_name": s.template_name,
+        "message_at": s.message_at,
+        "sent_at": s.sent_at,
+        "delivered_at": s.delivered_at,
+        "read_at": s.read_at,
+        "failed_at": s.failed_at,
+        "status": s.status,
+        "read_without_delivered": s.read_without_delivered,
         "error_code": s.error[0] if s.error else None,
         "error_title": s.error[1] if s.error else None,
-        "pricing_category": s.pricing_category, "updated_position": s.updated_position,
-        "updated_at": s.updated_at, "contact_id": s.contact_id,
+        "pricing_category": s.pricing_category,
+        "updated_position": s.updated_position,
+        "updated_at": s.updated_at,
+        "contact_id": s.contact_id,
     }

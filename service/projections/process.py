@@ -33,8 +33,14 @@ class ProjectorProcess:
         env = {**os.environ, "DATABASE_URL": self._dsn}
         while not self._stop.is_set():
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "service", "project", "--parent-pid", str(os.getpid()),
-                env=env)
+                sys.executable,
+                "-m",
+                "service",
+                "project",
+                "--parent-pid",
+                str(os.getpid()),
+                env=env,
+            )
             log.info("projector_process_started", pid=self._proc.pid)
             code = await self._proc.wait()
             if not self._stop.is_set():

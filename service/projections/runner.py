@@ -46,15 +46,17 @@ async def fetch_input(conn: asyncpg.Connection, after: int, limit: int) -> list:
     return await conn.fetch(Q["fetch_projection_input"], after, limit)
 
 
-async def project_batch(conn: asyncpg.Connection, names=NAMES, limit: int = 5000,
-                        rows_after=None) -> int:
+async def project_batch(
+    conn: asyncpg.Connection, names=NAMES, limit: int = 5000, rows_after=None
+) -> int:
     """Fold the next batch of log events into the named models; return events read.
 
     `rows_after(position)` may supply the input rows (the drain loop prefetches them).
     """
     async with conn.transaction():
-        checkpoints = {r["name"]: r["position"]
-                       for r in await conn.fetch(Q["lock_checkpoints"], list(names))}
+        checkpoints = {
+            r["name"]: r["position"] for r in await conn.fetch(Q["lock_checkpoints"], list(names))
+        }
         if not checkpoints:
             return 0
         start = min(checkpoints.values())
@@ -86,13 +88,25 @@ class _Model:
 
 MODELS = {
     messages.NAME: _Model(
-        messages.NAME, facts.message_fact, frozenset(facts.MESSAGE_EVENTS),
-        lambda f: f.message_id, messages.apply, messages.from_row, messages.to_row,
-        lambda states: {s.conversation_id for s in states if s.conversation_id}),
+        messages.NAME,
+        facts.message_fact,
+        frozenset(facts.MESSAGE_EVENTS),
+        lambda f: f.message_id,
+        messages.apply,
+        messages.from_row,
+        messages.to_row,
+        lambda states: {s.conversation_id for s in states if s.conversation_id},
+    ),
     conversations.NAME: _Model(
-        conversations.NAME, facts.conversation_fact, frozenset(facts.CONVERSATION_EVENTS),
-        lambda f: f.conversation_id, conversations.apply, conversations.from_row,
-        conversations.to_row, lambda states: {s.id for s in states}),
+        conversations.NAME,
+        facts.conversation_fact,
+        frozenset(facts.CONVERSATION_EVENTS),
+        lambda f: f.conversation_id,
+        conversations.apply,
+        conversations.from_row,
+        conversations.to_row,
+        lambda states: {s.id for s in states},
+    ),
 }
 
 
@@ -111,8 +125,9 @@ async def _project(conn, model: _Model, rows, after: int, last: int) -> set[str]
     touched: set[str] = set()
     if folded:
         ids = list(dict.fromkeys(model.key(f) for f in folded))
-        states = {r["id"]: model.from_row(r)
-                  for r in await conn.fetch(Q[f"load_{model.name}"], ids)}
+        states = {
+            r["id"]: model.from_row(r) for r in await conn.fetch(Q[f"load_{model.name}"], ids)
+        }
         for fact in folded:
             key = model.key(fact)
             states[key] = model.fold(states.get(key), fact)
@@ -190,8 +205,15 @@ async def status(pool: asyncpg.Pool) -> list[dict]:
 class Projector:
     """The background projector of a service process (leader-elected, NOTIFY-driven)."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, *, poll_interval: float = 1.0,
-                 batch_size: int = 1000, min_interval: float = 0.2):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 1000,
+        min_interval: float = 0.2,
+    ):
         self._pool = pool
         self._dsn = dsn
         self._poll = poll_interval
@@ -207,8 +229,10 @@ class Projector:
         while not stop.is_set():
             conn = None
             try:
-                conn = await asyncpg.connect(self._dsn, server_settings={
-                    "application_name": f"{LEADER_APPLICATION}:{os.getpid()}"})
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    server_settings={"application_name": f"{LEADER_APPLICATION}:{os.getpid()}"},
+                )
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                     await self._lead(conn, stop)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

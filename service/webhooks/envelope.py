@@ -46,7 +46,10 @@ def dump_json(value) -> tuple[str | None, str | None]:
     """Serialise a value for a jsonb column; return (text, None) or (None, reason)."""
     try:
         if _has_nonfinite(value):
-            return None, "item holds a number JSON cannot carry (NaN, Infinity or overflow); raw body kept"
+            return (
+                None,
+                "item holds a number JSON cannot carry (NaN, Infinity or overflow); raw body kept",
+            )
         text = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError, RecursionError) as exc:
         return None, clean_text(f"item not storable as JSON: {type(exc).__name__} {exc}", 300)

@@ -43,24 +43,36 @@ def parse_delivery(
         events = []
         for index, item in enumerate(items):
             payload, item_error = envelope.dump_json(item)
-            events.append(EventRecord(
-                idem_hash=idem_hash(KIND, body_sha, str(index)),
-                event_name=name, batch_index=index, batch_info=info_text,
-                payload=payload, parse_error=item_error,
-                **_ids(item, batch_info), **common,
-            ))
+            events.append(
+                EventRecord(
+                    idem_hash=idem_hash(KIND, body_sha, str(index)),
+                    event_name=name,
+                    batch_index=index,
+                    batch_info=info_text,
+                    payload=payload,
+                    parse_error=item_error,
+                    **_ids(item, batch_info),
+                    **common,
+                )
+            )
         return delivery, events
 
     name = header_event or _body_event(doc) or UNKNOWN_EVENT
     payload = None
     if error is None:
         payload, error = _single_payload(body)
-    return delivery, [EventRecord(
-        idem_hash=idem_hash(KIND, body_sha, "single"),
-        event_name=name, batch_index=None, batch_info=None,
-        payload=payload, parse_error=error,
-        **_ids(doc, None), **common,
-    )]
+    return delivery, [
+        EventRecord(
+            idem_hash=idem_hash(KIND, body_sha, "single"),
+            event_name=name,
+            batch_index=None,
+            batch_info=None,
+            payload=payload,
+            parse_error=error,
+            **_ids(doc, None),
+            **common,
+        )
+    ]
 
 
 def _single_payload(body: bytes) -> tuple[str | None, str | None]:

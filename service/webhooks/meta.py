@@ -32,26 +32,48 @@ def parse_delivery(
     body_sha = hashlib.sha256(body).digest()
     delivery = DeliveryRecord(body_sha, received_at, KIND, envelope.headers_json(headers), body)
     common = dict(
-        idempotency_key=clean_text(headers.get("X-Idempotency-Key"), 200), kind=KIND,
-        payload_version=None, batch_index=None, batch_info=None, received_at=received_at,
-        secret_id=secret_id, body_sha256=body_sha,
+        idempotency_key=clean_text(headers.get("X-Idempotency-Key"), 200),
+        kind=KIND,
+        payload_version=None,
+        batch_index=None,
+        batch_info=None,
+        received_at=received_at,
+        secret_id=secret_id,
+        body_sha256=body_sha,
     )
     doc, error = envelope.load_json(body)
     items = list(_items(doc)) if error is None else []
     if not items:
         payload, dump_error = (None, error) if error else envelope.dump_json(doc)
         reason = error or dump_error or "no entries/changes in a Meta payload"
-        return delivery, [EventRecord(
-            idem_hash=idem_hash(KIND, body_sha, "whole"), event_name=UNKNOWN,
-            phone_number_id=None, conversation_id=None, message_id=None,
-            payload=payload, parse_error=reason, **common)]
+        return delivery, [
+            EventRecord(
+                idem_hash=idem_hash(KIND, body_sha, "whole"),
+                event_name=UNKNOWN,
+                phone_number_id=None,
+                conversation_id=None,
+                message_id=None,
+                payload=payload,
+                parse_error=reason,
+                **common,
+            )
+        ]
     events = []
     for index, (name, key, payload_obj, ids) in enumerate(items):
         payload, dump_error = envelope.dump_json(payload_obj)
-        events.append(EventRecord(
-            idem_hash=idem_hash(KIND, name, *key) if key else idem_hash(KIND, body_sha, str(index)),
-            event_name=name, payload=payload, parse_error=dump_error, conversation_id=None,
-            **ids, **common))
+        events.append(
+            EventRecord(
+                idem_hash=idem_hash(KIND, name, *key)
+                if key
+                else idem_hash(KIND, body_sha, str(index)),
+                event_name=name,
+                payload=payload,
+                parse_error=dump_error,
+                conversation_id=None,
+                **ids,
+                **common,
+            )
+        )
     return delivery, events
 
 
@@ -96,8 +118,12 @@ def _items(doc):
             if field == "messages" and isinstance(value, dict):
                 yield from _messages_change(value, waba_id)
             else:
-                ids = {"phone_number_id": envelope.first_text(
-                    envelope.get(value, "metadata", "phone_number_id")), "message_id": None}
+                ids = {
+                    "phone_number_id": envelope.first_text(
+                        envelope.get(value, "metadata", "phone_number_id")
+                    ),
+                    "message_id": None,
+                }
                 payload = {"value": value, "waba_id": waba_id}
                 yield f"meta.{field}", _content_key(field, _canonical(value)), payload, ids
 
@@ -110,15 +136,26 @@ def _messages_change(value: dict, waba_id):
     for message in _list(value.get("messages")):
         wamid = envelope.first_text(envelope.get(message, "id"))
         key = ("message", wamid) if wamid else None
-        yield (MESSAGE, key, {"message": message, **context},
-               {"phone_number_id": phone_number_id, "message_id": wamid})
+        yield (
+            MESSAGE,
+            key,
+            {"message": message, **context},
+            {"phone_number_id": phone_number_id, "message_id": wamid},
+        )
     for status in _list(value.get("statuses")):
         wamid = envelope.first_text(envelope.get(status, "id"))
         state = envelope.first_text(envelope.get(status, "status"))
         key = ("status", wamid, state) if wamid and state else None
-        yield (STATUS, key, {"status": status, **context},
-               {"phone_number_id": phone_number_id, "message_id": wamid})
+        yield (
+            STATUS,
+            key,
+            {"status": status, **context},
+            {"phone_number_id": phone_number_id, "message_id": wamid},
+        )
     if value.get("errors"):
-        yield (ERRORS, _content_key("errors", phone_number_id or "", _canonical(value["errors"])),
-               {"errors": value["errors"], **context},
-               {"phone_number_id": phone_number_id, "message_id": None})
+        yield (
+            ERRORS,
+            _content_key("errors", phone_number_id or "", _canonical(value["errors"])),
+            {"errors": value["errors"], **context},
+            {"phone_number_id": phone_number_id, "message_id": None},
+        )

@@ -15,5 +15,7 @@ def parse_raw(raw: RawDelivery) -> tuple[DeliveryRecord, list[EventRecord]]:
     headers = CIMultiDict(raw.headers)
     if raw.kind == meta.KIND:
         delivery, events = meta.parse_delivery(raw.body, headers, raw.secret_id, raw.received_at)
-        return delivery._replace(key_is_body_sha256=meta.key_matches_body(headers, raw.body)), events
+        return delivery._replace(
+            key_is_body_sha256=meta.key_matches_body(headers, raw.body)
+        ), events
     return kapso.parse_delivery(raw.body, headers, raw.secret_id, raw.received_at)

@@ -29,8 +29,9 @@ async def read_body(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise json_error(413, "body_too_large", f"body exceeds {limit} bytes") from None
     except (RequestPayloadError, aiohttp.ClientPayloadError, ValueError) as exc:
-        raise json_error(400, "unreadable_body",
-                         f"the body could not be read or decoded: {type(exc).__name__}") from None
+        raise json_error(
+            400, "unreadable_body", f"the body could not be read or decoded: {type(exc).__name__}"
+        ) from None
 
 
 def verify(request: web.Request, body: bytes, header: str = "X-Webhook-Signature") -> str:
@@ -48,8 +49,11 @@ def _text(value: str) -> str:
 
 
 def raw_delivery(request: web.Request, kind: str, body: bytes, secret_id: str) -> RawDelivery:
-    headers = tuple((_text(k), _text(v)) for k, v in request.headers.items()
-                    if k.lower().startswith("x-") or k.lower() == "content-type")
+    headers = tuple(
+        (_text(k), _text(v))
+        for k, v in request.headers.items()
+        if k.lower().startswith("x-") or k.lower() == "content-type"
+    )
     return RawDelivery(kind, datetime.now(UTC), secret_id, headers, body)
 
 
@@ -61,7 +65,10 @@ async def append(request: web.Request, raw: RawDelivery) -> web.Response:
         result = await request.app[keys.writer].append(delivery, events, raw)
     except StoreUnavailable as exc:
         raise json_error(
-            503, "store_unavailable", f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}
+            503,
+            "store_unavailable",
+            f"{exc}; retry later",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from None
     request[keys.stored], request[keys.duplicates] = result.stored, result.duplicates
     answer = {"stored": result.stored, "duplicates": result.duplicates}
@@ -80,8 +87,10 @@ def verify_meta(request: web.Request, body: bytes) -> str:
     """Kapso's X-Webhook-Signature with a webhook secret, or Meta's X-Hub-Signature-256 with
     META_APP_SECRET; the id of whichever secret matched, or a 401."""
     reasons = []
-    for header, keyring in (("X-Webhook-Signature", request.app[keys.keyring]),
-                            ("X-Hub-Signature-256", request.app.get(keys.meta_keyring))):
+    for header, keyring in (
+        ("X-Webhook-Signature", request.app[keys.keyring]),
+        ("X-Hub-Signature-256", request.app.get(keys.meta_keyring)),
+    ):
         if keyring is None:
             continue
         try:
@@ -102,10 +111,16 @@ async def meta_handshake(request: web.Request) -> web.Response:
     """Meta's subscription check: echo hub.challenge when hub.verify_token matches."""
     token = request.app[keys.settings].meta_verify_token
     given = request.query.get("hub.verify_token", "")
-    if (token is None or request.query.get("hub.mode") != "subscribe"
-            or not hmac.compare_digest(given.encode(), token.get_secret_value().encode())):
-        raise json_error(403, "forbidden", "hub.mode must be subscribe and hub.verify_token "
-                         "must equal META_VERIFY_TOKEN")
+    if (
+        token is None
+        or request.query.get("hub.mode") != "subscribe"
+        or not hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+    ):
+        raise json_error(
+            403,
+            "forbidden",
+            "hub.mode must be subscribe and hub.verify_token must equal META_VERIFY_TOKEN",
+        )
     return web.Response(text=request.query.get("hub.challenge", ""), content_type="text/plain")
 
 

@@ -63,6 +63,7 @@ def export_counts(out: Path) -> dict:
     """The same figures read back from the committed export with DuckDB."""
     con = warehouse.connect(out)
     try:
+
         def one(query: str):
             return con.execute(query).fetchall()[0][0]
 

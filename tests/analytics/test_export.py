@@ -42,7 +42,8 @@ def test_model_keys_are_unique_and_not_null(exported, model):
     con = warehouse.connect(exported.out)
     try:
         rows, distinct = con.execute(
-            f"SELECT count(*), count(DISTINCT ({keys})) FROM {model.name}").fetchall()[0]
+            f"SELECT count(*), count(DISTINCT ({keys})) FROM {model.name}"
+        ).fetchall()[0]
         null_keys = con.execute(f"SELECT count(*) FROM {model.name} WHERE {nulls}").fetchall()
     finally:
         con.close()
@@ -58,7 +59,8 @@ def test_funnel_adds_up(exported):
             "SELECT sum(messages), sum(delivered), sum(read), sum(failed) FROM delivery_funnel"
         ).fetchall()[0]
         outbound = con.execute(
-            "SELECT count(*) FROM stg_messages WHERE direction = 'outbound'").fetchall()[0][0]
+            "SELECT count(*) FROM stg_messages WHERE direction = 'outbound'"
+        ).fetchall()[0][0]
         failures = con.execute("SELECT sum(failures) FROM failures_by_error").fetchall()[0][0]
     finally:
         con.close()
@@ -93,8 +95,9 @@ async def test_incremental_export_adds_exactly_the_new_events(database, tmp_path
     assert new_rows == second["new_events"]
     con = warehouse.connect(out)
     try:
-        assert con.execute("SELECT count(*) = count(DISTINCT position) FROM raw_events"
-                           ).fetchall() == [(True,)]
+        assert con.execute(
+            "SELECT count(*) = count(DISTINCT position) FROM raw_events"
+        ).fetchall() == [(True,)]
         assert [r[0] for r in con.execute("SELECT run FROM export_runs").fetchall()] == [1, 2]
     finally:
         con.close()
@@ -106,8 +109,7 @@ async def test_incremental_export_adds_exactly_the_new_events(database, tmp_path
 async def test_empty_log_exports_an_empty_database(database, tmp_path):
     figures = await export.export_once(database, tmp_path)
     assert figures["run"] == 1 and figures["new_events"] == 0
-    assert export_counts(tmp_path) == {"events": 0, "head": 0, "messages": 0,
-                                       "conversations": 0}
+    assert export_counts(tmp_path) == {"events": 0, "head": 0, "messages": 0, "conversations": 0}
     con = warehouse.connect(tmp_path)
     try:
         assert con.execute("SELECT count(*) FROM delivery_funnel").fetchall() == [(0,)]
@@ -127,14 +129,18 @@ async def test_a_second_exporter_skips_while_one_runs(database, tmp_path):
 
 
 async def test_periodic_export_runs_until_stopped_and_survives_errors(database, tmp_path):
-    good = support.make_settings(tmp_path, KAPSO_SINK_EXPORT_INTERVAL=0.05,
-                                 KAPSO_SINK_EXPORT_DIR=str(tmp_path / "good"))
-    bad = support.make_settings(tmp_path, KAPSO_SINK_EXPORT_INTERVAL=0.05,
-                                KAPSO_SINK_EXPORT_DIR=str(tmp_path / "bad"))
+    good = support.make_settings(
+        tmp_path, KAPSO_SINK_EXPORT_INTERVAL=0.05, KAPSO_SINK_EXPORT_DIR=str(tmp_path / "good")
+    )
+    bad = support.make_settings(
+        tmp_path, KAPSO_SINK_EXPORT_INTERVAL=0.05, KAPSO_SINK_EXPORT_DIR=str(tmp_path / "bad")
+    )
     missing = support.with_database(database, "kapso_no_such_database")
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(export.run_periodically(database, good, stop)),
-             asyncio.create_task(export.run_periodically(missing, bad, stop))]
+    tasks = [
+        asyncio.create_task(export.run_periodically(database, good, stop)),
+        asyncio.create_task(export.run_periodically(missing, bad, stop)),
+    ]
     await until((tmp_path / "good" / warehouse.DATABASE).exists, "a periodic export")
     assert not any(task.done() for task in tasks)
     stop.set()

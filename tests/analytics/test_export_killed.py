@@ -18,11 +18,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def _exporter(dsn: str, out, tmp_path) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": dsn, "KAPSO_SINK_LOG_LEVEL": "warning",
-           "KAPSO_SINK_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "KAPSO_SINK_LOG_LEVEL": "warning",
+        "KAPSO_SINK_DATA_DIR": str(tmp_path),
+    }
     with open(tmp_path / "exporter.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "analytics.export", "--out", str(out)],
-                                env=env, cwd=tmp_path, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "analytics.export", "--out", str(out)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=log,
+        )
 
 
 async def test_sigkill_mid_export_keeps_the_previous_export(database, tmp_path):
@@ -43,16 +52,24 @@ async def test_sigkill_mid_export_keeps_the_previous_export(database, tmp_path):
     await blocker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
     proc = _exporter(database, out, tmp_path)
     try:
+
         async def stalled() -> bool:
             waiting = await monitor.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%FROM messages%'")
-            parts = [p for p in out.glob("events/*/part-*.parquet")
-                     if int(p.stem.removeprefix("part-")) > old["head"]]
+                " AND wait_event_type = 'Lock' AND query LIKE '%FROM messages%'"
+            )
+            parts = [
+                p
+                for p in out.glob("events/*/part-*.parquet")
+                if int(p.stem.removeprefix("part-")) > old["head"]
+            ]
             return waiting > 0 and bool(parts)
 
-        await until(stalled, "the exporter to write its event files and stall",
-                    alive=lambda: proc.poll() is None)
+        await until(
+            stalled,
+            "the exporter to write its event files and stall",
+            alive=lambda: proc.poll() is None,
+        )
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
     finally:
@@ -63,8 +80,11 @@ async def test_sigkill_mid_export_keeps_the_previous_export(database, tmp_path):
         await blocker.close()
 
     # The interrupted run's files are on disk, yet the committed export is the old one.
-    leftovers = [p for p in out.glob("events/*/part-*.parquet")
-                 if int(p.stem.removeprefix("part-")) > old["head"]]
+    leftovers = [
+        p
+        for p in out.glob("events/*/part-*.parquet")
+        if int(p.stem.removeprefix("part-")) > old["head"]
+    ]
     assert leftovers
     assert export_counts(out) == old
     assert [r.run for r in warehouse.runs(out)] == [1]
@@ -72,7 +92,8 @@ async def test_sigkill_mid_export_keeps_the_previous_export(database, tmp_path):
     async def unlocked() -> bool:  # the killed process's session must end first
         return not await monitor.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
-            export.EXPORT_LOCK)
+            export.EXPORT_LOCK,
+        )
 
     try:
         await until(unlocked, "the killed exporter's session to end")
@@ -85,7 +106,8 @@ async def test_sigkill_mid_export_keeps_the_previous_export(database, tmp_path):
     assert not list(out.rglob("*.tmp"))
     con = warehouse.connect(out)
     try:
-        assert con.execute("SELECT count(*) = count(DISTINCT position) FROM raw_events"
-                           ).fetchall() == [(True,)]
+        assert con.execute(
+            "SELECT count(*) = count(DISTINCT position) FROM raw_events"
+        ).fetchall() == [(True,)]
     finally:
         con.close()

@@ -13,7 +13,8 @@ def test_notebook_is_paired_and_has_no_outputs(name):
     assert script.exists() and ipynb.exists()
     nb = notebooks.read(name)
     assert notebooks.sources(nb) == notebooks.script_sources(name), (
-        f"{ipynb.name} and {script.name} differ: run `jupytext --sync {script}`")
+        f"{ipynb.name} and {script.name} differ: run `jupytext --sync {script}`"
+    )
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
 
@@ -23,8 +24,9 @@ def test_notebook_is_paired_and_has_no_outputs(name):
 @pytest.mark.parametrize("name", notebooks.NAMES)
 def test_notebook_runs_against_an_export(exported, name):
     nb = notebooks.execute(name, exported.out, timeout=60)
-    images = [o for cell in nb.cells for o in cell.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+    images = [
+        o for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
     assert len(images) >= 3
     if name == "delivery_metrics":
         assert notebooks.figure(nb, "delivery_rates").startswith(b"\x89PNG")

@@ -16,8 +16,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def body(i: int) -> bytes:
-    return support.dumps({"message": {"id": f"wamid.F{i:06d}", "type": "text"},
-                          "conversation": {"id": f"conv-{i % 17}"}, "phone_number_id": "1"})
+    return support.dumps(
+        {
+            "message": {"id": f"wamid.F{i:06d}", "type": "text"},
+            "conversation": {"id": f"conv-{i % 17}"},
+            "phone_number_id": "1",
+        }
+    )
 
 
 async def post(http, url, i):
@@ -75,8 +80,9 @@ async def test_database_stopped_mid_run_gives_503_then_recovers(tmp_path):
     pg = EmbeddedPostgres(tmp_path / "pg", port=5433)
     dsn = pg.start()
     # without a spool, an unreachable database means 503 so that Kapso retries
-    service = support.ServiceProcess(dsn, tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2,
-                                     KAPSO_SINK_SPOOL_MAX_BYTES=0)
+    service = support.ServiceProcess(
+        dsn, tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2, KAPSO_SINK_SPOOL_MAX_BYTES=0
+    )
     try:
         await service.start()
         async with aiohttp.ClientSession() as http:
@@ -88,8 +94,9 @@ async def test_database_stopped_mid_run_gives_503_then_recovers(tmp_path):
             async with http.get(service.url + "/readyz") as resp:
                 assert resp.status == 503
             raw_body, headers = support.delivery(body(3))
-            async with http.post(service.url + "/webhooks/kapso", data=raw_body,
-                                 headers=headers) as resp:
+            async with http.post(
+                service.url + "/webhooks/kapso", data=raw_body, headers=headers
+            ) as resp:
                 assert resp.status == 503 and resp.headers["Retry-After"].isdigit()
             pg.start()
             # Kapso retries: the same deliveries succeed once the database is back

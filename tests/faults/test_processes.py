@@ -38,8 +38,10 @@ async def projected(http, url) -> bool:
 
 
 async def snapshot(pool):
-    return {name: [dict(r) for r in await pool.fetch(f"SELECT * FROM {name} ORDER BY id")]
-            for name in ("conversations", "messages")}
+    return {
+        name: [dict(r) for r in await pool.fetch(f"SELECT * FROM {name} ORDER BY id")]
+        for name in ("conversations", "messages")
+    }
 
 
 async def check_log_and_models(dsn, acked):
@@ -73,7 +75,8 @@ def _exported_to(folder, head) -> bool:
     con = duckdb.connect(str(path), read_only=True)
     try:
         runs = con.execute(
-            "SELECT from_position, to_position FROM export_runs ORDER BY run").fetchall()
+            "SELECT from_position, to_position FROM export_runs ORDER BY run"
+        ).fetchall()
     finally:
         con.close()
     for (_, previous_end), (start, _) in zip(runs, runs[1:], strict=False):
@@ -84,6 +87,7 @@ def _exported_to(folder, head) -> bool:
 class Sent:
     def __init__(self, d):
         import hashlib
+
         self.delivery = d
         self.body_sha = hashlib.sha256(d.body).digest()
 
@@ -136,11 +140,13 @@ async def test_two_instances_one_database(database, tmp_path):
     acked = []
     try:
         async with aiohttp.ClientSession() as http:
+
             async def send(i, d):
                 # a load balancer spreads deliveries; some retries land on the other instance
-                for target in ([a, b] if i % 7 == 0 else [(a, b)[i % 2]]):
+                for target in [a, b] if i % 7 == 0 else [(a, b)[i % 2]]:
                     assert await post(http, target.url, d) == 200
                 acked.append(Sent(d))
+
             await asyncio.gather(*(send(i, d) for i, d in enumerate(deliveries)))
             roles = [(await ready(http, s.url))["checks"]["projector"] for s in (a, b)]
             assert sorted(roles) == ["leader", "standby"]
@@ -151,11 +157,13 @@ async def test_two_instances_one_database(database, tmp_path):
             async def took_over() -> bool:
                 doc = await ready(http, standby.url)
                 return doc is not None and doc["checks"].get("projector") == "leader"
+
             await support.wait_until(took_over, 10)
             await support.wait_until(lambda: projected(http, standby.url), 60)
             head = await _head(database)
-            await support.wait_until(lambda: _exported_to(tmp_path / "exports", head), 60,
-                                     every=0.2)
+            await support.wait_until(
+                lambda: _exported_to(tmp_path / "exports", head), 60, every=0.2
+            )
     finally:
         for s in (a, b):
             if s.proc.poll() is None:

@@ -61,8 +61,9 @@ CHECKS = [
 TOKEN_CHECKS = [*CHECKS, openapi_checks.ignored_auth]
 
 DOCUMENT = openapi.document()
-OPERATIONS = [f"{method.upper()} {path}"
-              for path, item in DOCUMENT["paths"].items() for method in item]
+OPERATIONS = [
+    f"{method.upper()} {path}" for path, item in DOCUMENT["paths"].items() for method in item
+]
 
 
 def negatable(label: str) -> bool:
@@ -71,15 +72,21 @@ def negatable(label: str) -> bool:
     method, path = label.split(" ", 1)
     op = DOCUMENT["paths"][path][method.lower()]
     body = op.get("requestBody", {}).get("content", {})
-    return bool(op.get("security")) or any(
-        p.get("required") or set(p.get("schema", {})) - {"type", "description"}
-        for p in op.get("parameters", [])) or any(c.get("schema") for c in body.values())
+    return (
+        bool(op.get("security"))
+        or any(
+            p.get("required") or set(p.get("schema", {})) - {"type", "description"}
+            for p in op.get("parameters", [])
+        )
+        or any(c.get("schema") for c in body.values())
+    )
 
 
 def modes_for(label: str) -> tuple[GenerationMode, ...]:
     if negatable(label):
         return (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     return (GenerationMode.POSITIVE,)
+
 
 KNOWN_FINDINGS: dict[str, str] = {}  # operation -> why it is expected to fail (none now)
 
@@ -93,17 +100,28 @@ class Report:
 
 
 def load_schema(document: dict):
-    config = schemathesis.Config.from_dict({
-        "seed": 20260131,
-        "cache": {"enabled": False},
-        "generation": {"allow-extra-parameters": False},
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": 20260131,
+            "cache": {"enabled": False},
+            "generation": {"allow-extra-parameters": False},
+        }
+    )
     return schemathesis.openapi.from_dict(document, config=config)
 
 
-def run_operation(schema, label: str, base_url: str, headers: dict, checks, *, expect=None,
-                  path_parameters: dict | None = None, modes=tuple(GenerationMode),
-                  examples: int = EXAMPLES) -> Report:
+def run_operation(
+    schema,
+    label: str,
+    base_url: str,
+    headers: dict,
+    checks,
+    *,
+    expect=None,
+    path_parameters: dict | None = None,
+    modes=tuple(GenerationMode),
+    examples: int = EXAMPLES,
+) -> Report:
     """One operation, each generation mode, against the live server (blocking)."""
     method, path = label.split(" ", 1)
     operation = schema[path][method]
@@ -113,20 +131,32 @@ def run_operation(schema, label: str, base_url: str, headers: dict, checks, *, e
         for mode in modes:
             strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=strategy)
             def call(case):
-                response = case.call(base_url=base_url, session=session, headers=headers,
-                                     timeout=30)
+                response = case.call(
+                    base_url=base_url, session=session, headers=headers, timeout=30
+                )
                 report.calls += 1
-                report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+                report.statuses[response.status_code] = (
+                    report.statuses.get(response.status_code, 0) + 1
+                )
                 assert b"Traceback" not in response.content
                 if expect is not None:
                     expect(case, response)
-                case.validate_response(response, checks=checks, headers=headers,
-                                       transport_kwargs={"session": session, "headers": headers})
+                case.validate_response(
+                    response,
+                    checks=checks,
+                    headers=headers,
+                    transport_kwargs={"session": session, "headers": headers},
+                )
 
             try:
                 call()
@@ -139,8 +169,7 @@ def run_operation(schema, label: str, base_url: str, headers: dict, checks, *, e
 
 
 def assert_clean(report: Report) -> None:
-    assert not report.failures, "\n\n".join(
-        [*report.failures, f"statuses seen: {report.statuses}"])
+    assert not report.failures, "\n\n".join([*report.failures, f"statuses seen: {report.statuses}"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,7 +185,8 @@ class Seeded:
 
 async def counts(sink) -> tuple[int, int]:
     row = await sink.pool.fetchrow(
-        "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM deliveries) AS d")
+        "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM deliveries) AS d"
+    )
     return row["e"], row["d"]
 
 
@@ -176,15 +206,19 @@ async def seed(sink) -> None:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def seeded(databases, tmp_path_factory):
     dsn = await databases.create()
-    settings_ = support.make_settings(tmp_path_factory.mktemp("schemathesis"),
-                                      KAPSO_SINK_API_TOKEN=TOKEN, KAPSO_SINK_PROJECTOR=True,
-                                      META_VERIFY_TOKEN="st-verify-token")
+    settings_ = support.make_settings(
+        tmp_path_factory.mktemp("schemathesis"),
+        KAPSO_SINK_API_TOKEN=TOKEN,
+        KAPSO_SINK_PROJECTOR=True,
+        META_VERIFY_TOKEN="st-verify-token",
+    )
     running = await support.start_sink(dsn, settings_)
     try:
         await seed(running)
         pool = running.pool
         conversation = await pool.fetchval(
-            "SELECT conversation_id FROM messages WHERE conversation_id IS NOT NULL LIMIT 1")
+            "SELECT conversation_id FROM messages WHERE conversation_id IS NOT NULL LIMIT 1"
+        )
         ids = {
             "id:conversation": conversation,
             "id:message": await pool.fetchval("SELECT id FROM messages LIMIT 1"),
@@ -231,8 +265,14 @@ async def test_live_document_is_the_one_collected(seeded, schema):
 @pytest.mark.parametrize("label", list(_with_known_findings(OPERATIONS)))
 async def test_schemathesis_with_the_token(untouched, schema, label):
     report = await asyncio.to_thread(
-        run_operation, schema, label, untouched.sink.url, BEARER, TOKEN_CHECKS,
-        modes=modes_for(label))
+        run_operation,
+        schema,
+        label,
+        untouched.sink.url,
+        BEARER,
+        TOKEN_CHECKS,
+        modes=modes_for(label),
+    )
     assert_clean(report)
     assert report.calls > 0
 
@@ -240,27 +280,49 @@ async def test_schemathesis_with_the_token(untouched, schema, label):
 @pytest.mark.parametrize("label", [op for op in OPERATIONS if "{" in op])
 async def test_schemathesis_with_the_token_on_existing_ids(untouched, schema, label):
     """The same, with path ids of seeded rows: their 200 bodies must match the schema."""
-    params = {"sha256": untouched.ids["sha256"]} if "{sha256}" in label else {
-        "id": untouched.ids["id:message" if "/messages/" in label else "id:conversation"]}
+    params = (
+        {"sha256": untouched.ids["sha256"]}
+        if "{sha256}" in label
+        else {"id": untouched.ids["id:message" if "/messages/" in label else "id:conversation"]}
+    )
     report = await asyncio.to_thread(
-        run_operation, schema, label, untouched.sink.url, BEARER, TOKEN_CHECKS,
-        path_parameters=params, modes=(GenerationMode.POSITIVE,), examples=KNOWN_ID_EXAMPLES)
+        run_operation,
+        schema,
+        label,
+        untouched.sink.url,
+        BEARER,
+        TOKEN_CHECKS,
+        path_parameters=params,
+        modes=(GenerationMode.POSITIVE,),
+        examples=KNOWN_ID_EXAMPLES,
+    )
     assert_clean(report)
     assert report.statuses.get(200, 0) > 0, f"no 200 for an existing id: {report.statuses}"
 
 
 def _v1_is_401(case, response):
     if case.path.startswith("/v1/"):
-        assert response.status_code == 401, (case.method, case.formatted_path,
-                                             response.status_code, response.text[:200])
+        assert response.status_code == 401, (
+            case.method,
+            case.formatted_path,
+            response.status_code,
+            response.text[:200],
+        )
         assert response.headers.get("www-authenticate") == ["Bearer"], response.headers
 
 
 @pytest.mark.parametrize("label", OPERATIONS)
 async def test_schemathesis_without_a_token(untouched, schema, label):
     report = await asyncio.to_thread(
-        run_operation, schema, label, untouched.sink.url, {}, CHECKS, expect=_v1_is_401,
-        modes=modes_for(label))
+        run_operation,
+        schema,
+        label,
+        untouched.sink.url,
+        {},
+        CHECKS,
+        expect=_v1_is_401,
+        modes=modes_for(label),
+    )
     assert_clean(report)
     if label.split(" ", 1)[1].startswith("/v1/"):
         assert set(report.statuses) == {401}, report.statuses
@@ -275,38 +337,52 @@ def _pinned(path: str, why: str):
     return pytest.param(path, id=path)
 
 
-_NUL_ID = ("a NUL in a path id reaches PostgreSQL (asyncpg CharacterNotInRepertoireError: "
-           "invalid byte sequence for encoding UTF8: 0x00) and is answered 500; params.text "
-           "refuses NUL in query values, path ids are not checked")
-_NUL_CURSOR = ("a cursor that decodes to [1, \"\\u0000\"] passes params.cursor and its NUL "
-               "reaches PostgreSQL: 500")
-_TIME_RANGE = ("a date-time whose UTC value falls outside year 1..9999 after the offset is "
-               "applied makes asyncpg raise DataError (date value out of range): 500 instead "
-               "of 400")
-_TIME_DEFAULT = ("until near datetime.min with no since: `until - timedelta(days=7)` raises "
-                 "OverflowError in delivery_metrics: 500 instead of 400")
+_NUL_ID = (
+    "a NUL in a path id reaches PostgreSQL (asyncpg CharacterNotInRepertoireError: "
+    "invalid byte sequence for encoding UTF8: 0x00) and is answered 500; params.text "
+    "refuses NUL in query values, path ids are not checked"
+)
+_NUL_CURSOR = (
+    'a cursor that decodes to [1, "\\u0000"] passes params.cursor and its NUL '
+    "reaches PostgreSQL: 500"
+)
+_TIME_RANGE = (
+    "a date-time whose UTC value falls outside year 1..9999 after the offset is "
+    "applied makes asyncpg raise DataError (date value out of range): 500 instead "
+    "of 400"
+)
+_TIME_DEFAULT = (
+    "until near datetime.min with no since: `until - timedelta(days=7)` raises "
+    "OverflowError in delivery_metrics: 500 instead of 400"
+)
 
 
-@pytest.mark.parametrize("path", [
-    _pinned("/v1/conversations/%00", _NUL_ID),
-    _pinned("/v1/conversations/a%00b/messages", _NUL_ID),
-    _pinned("/v1/messages/wamid.%00", _NUL_ID),
-    _pinned("/v1/conversations?cursor=WzEsIlx1MDAwMCJd", _NUL_CURSOR),
-    _pinned("/v1/conversations?updated_after=9999-12-31T23:59:59-14:00", _TIME_RANGE),
-    _pinned("/v1/metrics/delivery?since=0001-01-01T00:00:00%2B14:00", _TIME_RANGE),
-    _pinned("/v1/metrics/delivery?until=9999-12-31T23:59:59-14:00", _TIME_RANGE),
-    _pinned("/v1/metrics/delivery?until=0001-01-02T00:00:00Z", _TIME_DEFAULT),
-    pytest.param("/v1/events?after=99999999999999999999999", id="after-too-big"),
-    pytest.param("/v1/conversations?limit=%D9%A5", id="limit-arabic-digit"),
-    pytest.param("/v1/deliveries/%00", id="delivery-nul"),
-    pytest.param("/v1/conversations/" + quote("\ud800", errors="surrogatepass"), id="surrogate-id"),
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        _pinned("/v1/conversations/%00", _NUL_ID),
+        _pinned("/v1/conversations/a%00b/messages", _NUL_ID),
+        _pinned("/v1/messages/wamid.%00", _NUL_ID),
+        _pinned("/v1/conversations?cursor=WzEsIlx1MDAwMCJd", _NUL_CURSOR),
+        _pinned("/v1/conversations?updated_after=9999-12-31T23:59:59-14:00", _TIME_RANGE),
+        _pinned("/v1/metrics/delivery?since=0001-01-01T00:00:00%2B14:00", _TIME_RANGE),
+        _pinned("/v1/metrics/delivery?until=9999-12-31T23:59:59-14:00", _TIME_RANGE),
+        _pinned("/v1/metrics/delivery?until=0001-01-02T00:00:00Z", _TIME_DEFAULT),
+        pytest.param("/v1/events?after=99999999999999999999999", id="after-too-big"),
+        pytest.param("/v1/conversations?limit=%D9%A5", id="limit-arabic-digit"),
+        pytest.param("/v1/deliveries/%00", id="delivery-nul"),
+        pytest.param(
+            "/v1/conversations/" + quote("\ud800", errors="surrogatepass"), id="surrogate-id"
+        ),
+    ],
+)
 async def test_v1_edge_values_are_never_500(untouched, path):
     """Each of these is a request the schema allows or a plain string id; none may be a 500."""
     url = urlsplit(untouched.sink.url)
     async with aiohttp.ClientSession() as http:
-        async with http.get(yarl.URL(f"http://{url.netloc}{path}", encoded=True),
-                            headers=BEARER) as resp:
+        async with http.get(
+            yarl.URL(f"http://{url.netloc}{path}", encoded=True), headers=BEARER
+        ) as resp:
             body = await resp.read()
             assert resp.status < 500, (path, resp.status, body[:300])
             assert b"Traceback" not in body

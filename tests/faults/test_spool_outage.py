@@ -17,9 +17,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def body(i: int) -> bytes:
-    return support.dumps({"message": {"id": f"wamid.S{i:05d}", "timestamp": "1730092800",
-                                      "kapso": {"direction": "inbound"}},
-                          "conversation": {"id": "conv-spool"}, "phone_number_id": "1"})
+    return support.dumps(
+        {
+            "message": {
+                "id": f"wamid.S{i:05d}",
+                "timestamp": "1730092800",
+                "kapso": {"direction": "inbound"},
+            },
+            "conversation": {"id": "conv-spool"},
+            "phone_number_id": "1",
+        }
+    )
 
 
 @pytest.fixture
@@ -32,18 +40,24 @@ async def pg(tmp_path):
 
 async def test_outage_is_spooled_then_drained_in_arrival_order(pg, tmp_path):
     server, dsn = pg
-    sink = await support.start_sink(dsn, support.make_settings(
-        tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2, KAPSO_SINK_PROJECTOR=True))
+    sink = await support.start_sink(
+        dsn, support.make_settings(tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2, KAPSO_SINK_PROJECTOR=True)
+    )
     try:
         assert (await sink.post(*support.delivery(body(1))))[1] == {"stored": 1, "duplicates": 0}
         server.stop(mode="immediate")
         answers = []
         retried = support.delivery(body(2), key="k2")
-        for raw, headers in [retried, support.delivery(body(3)), retried,
-                             support.delivery(body(4))]:
+        for raw, headers in [
+            retried,
+            support.delivery(body(3)),
+            retried,
+            support.delivery(body(4)),
+        ]:
             answers.append(await sink.post(raw, headers))
         assert [a[:2] for a in answers] == [
-            (200, {"stored": 1, "duplicates": 0, "spooled": True})] * 4
+            (200, {"stored": 1, "duplicates": 0, "spooled": True})
+        ] * 4
         status, ready, _ = await sink.get("/readyz")
         assert status == 503 and ready["checks"]["spool_records"] == 4
         async with sink.http.get(sink.url + "/metrics") as resp:
@@ -74,8 +88,12 @@ async def _messages(pool, n) -> bool:
 
 async def test_full_spool_means_503(pg, tmp_path):
     server, dsn = pg
-    sink = await support.start_sink(dsn, support.make_settings(
-        tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2, KAPSO_SINK_SPOOL_MAX_BYTES=1500))
+    sink = await support.start_sink(
+        dsn,
+        support.make_settings(
+            tmp_path, KAPSO_SINK_COMMIT_TIMEOUT=2, KAPSO_SINK_SPOOL_MAX_BYTES=1500
+        ),
+    )
     try:
         server.stop(mode="immediate")
         first = await sink.post(*support.delivery(body(1)))
@@ -96,28 +114,33 @@ async def test_database_down_while_traffic_flows_loses_nothing(pg, tmp_path):
     acked: list[bytes] = []
     try:
         async with aiohttp.ClientSession() as http:
+
             async def send(d):
-                async with http.post(service.url + "/webhooks/kapso", data=d.body,
-                                     headers=d.headers) as resp:
+                async with http.post(
+                    service.url + "/webhooks/kapso", data=d.body, headers=d.headers
+                ) as resp:
                     if resp.status == 200:
                         acked.append(d.body)
 
             half = len(deliveries) // 3
             await asyncio.gather(*(send(d) for d in deliveries[:half]))
             server.stop(mode="immediate")
-            await asyncio.gather(*(send(d) for d in deliveries[half:2 * half]))
+            await asyncio.gather(*(send(d) for d in deliveries[half : 2 * half]))
             server.start()
-            await asyncio.gather(*(send(d) for d in deliveries[2 * half:]))
+            await asyncio.gather(*(send(d) for d in deliveries[2 * half :]))
             assert len(acked) == len(deliveries)  # nothing refused: spooled while down
 
             async def drained() -> bool:
                 async with http.get(service.url + "/readyz") as resp:
                     doc = await resp.json()
                 return resp.status == 200 and doc["checks"]["spool_records"] == 0
+
             await support.wait_until(drained, 60)
         conn = await asyncpg.connect(dsn)
         try:
-            stored = {r["body_sha256"] for r in await conn.fetch("SELECT body_sha256 FROM deliveries")}
+            stored = {
+                r["body_sha256"] for r in await conn.fetch("SELECT body_sha256 FROM deliveries")
+            }
             hashes = {r["idem_hash"] for r in await conn.fetch("SELECT idem_hash FROM events")}
             dupes = await conn.fetchval("SELECT count(*) - count(DISTINCT idem_hash) FROM events")
         finally:

@@ -8,30 +8,68 @@ from tests import support
 
 
 def conversation_event(i, status="active", phone="111"):
-    return {"conversation": {"id": f"conv-{i:03d}", "status": status, "phone_number_id": phone,
-                             "updated_at": "2025-10-28T14:00:00Z"}, "phone_number_id": phone}
+    return {
+        "conversation": {
+            "id": f"conv-{i:03d}",
+            "status": status,
+            "phone_number_id": phone,
+            "updated_at": "2025-10-28T14:00:00Z",
+        },
+        "phone_number_id": phone,
+    }
 
 
 def sent(i, conv, seconds_to_deliver=2, phone="111"):
     base = 1761660000 + i * 60
     return [
-        ({"message": {"id": f"wamid.M{i}", "timestamp": str(base), "kapso": {
-            "direction": "outbound", "statuses": [
-                {"id": f"wamid.M{i}", "status": "sent", "timestamp": str(base)}]}},
-          "conversation": {"id": conv}, "phone_number_id": phone}, "whatsapp.message.sent"),
-        ({"message": {"id": f"wamid.M{i}", "timestamp": str(base + seconds_to_deliver), "kapso": {
-            "direction": "outbound", "statuses": [
-                {"id": f"wamid.M{i}", "status": "sent", "timestamp": str(base)},
-                {"id": f"wamid.M{i}", "status": "delivered",
-                 "timestamp": str(base + seconds_to_deliver)}]}},
-          "conversation": {"id": conv}, "phone_number_id": phone}, "whatsapp.message.delivered"),
+        (
+            {
+                "message": {
+                    "id": f"wamid.M{i}",
+                    "timestamp": str(base),
+                    "kapso": {
+                        "direction": "outbound",
+                        "statuses": [
+                            {"id": f"wamid.M{i}", "status": "sent", "timestamp": str(base)}
+                        ],
+                    },
+                },
+                "conversation": {"id": conv},
+                "phone_number_id": phone,
+            },
+            "whatsapp.message.sent",
+        ),
+        (
+            {
+                "message": {
+                    "id": f"wamid.M{i}",
+                    "timestamp": str(base + seconds_to_deliver),
+                    "kapso": {
+                        "direction": "outbound",
+                        "statuses": [
+                            {"id": f"wamid.M{i}", "status": "sent", "timestamp": str(base)},
+                            {
+                                "id": f"wamid.M{i}",
+                                "status": "delivered",
+                                "timestamp": str(base + seconds_to_deliver),
+                            },
+                        ],
+                    },
+                },
+                "conversation": {"id": conv},
+                "phone_number_id": phone,
+            },
+            "whatsapp.message.delivered",
+        ),
     ]
 
 
 async def test_conversation_pages_are_keyset_and_stable_under_inserts(sink):
     for i in range(7):
-        await sink.send(conversation_event(i, "ended" if i % 2 else "active"),
-                        event="whatsapp.conversation.created")
+        await sink.send(
+            conversation_event(i, "ended" if i % 2 else "active"),
+            event="whatsapp.conversation.created",
+        )
     await runner.catch_up(sink.pool)
     status, page1, _ = await sink.get("/v1/conversations?limit=3")
     assert status == 200 and len(page1["conversations"]) == 3 and page1["next_cursor"]
@@ -51,15 +89,22 @@ async def test_conversation_pages_are_keyset_and_stable_under_inserts(sink):
     assert none == {"conversations": [], "next_cursor": None}
 
 
-@pytest.mark.parametrize("query, name", [
-    ("/v1/conversations?limit=0", "limit"), ("/v1/conversations?limit=x", "limit"),
-    ("/v1/conversations?status=open", "status"), ("/v1/conversations?cursor=%%%", "cursor"),
-    ("/v1/conversations?updated_after=yesterday", "updated_after"),
-    ("/v1/metrics/delivery?bucket=week", "bucket"), ("/v1/metrics/delivery?since=x", "since"),
-    ("/v1/metrics/delivery?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
-    ("/v1/events?after=-1", "after"), ("/v1/events?limit=5000", "limit"),
-    ("/v1/conversations/x/messages?cursor=bm9wZQ", "cursor"),
-])
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("/v1/conversations?limit=0", "limit"),
+        ("/v1/conversations?limit=x", "limit"),
+        ("/v1/conversations?status=open", "status"),
+        ("/v1/conversations?cursor=%%%", "cursor"),
+        ("/v1/conversations?updated_after=yesterday", "updated_after"),
+        ("/v1/metrics/delivery?bucket=week", "bucket"),
+        ("/v1/metrics/delivery?since=x", "since"),
+        ("/v1/metrics/delivery?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since"),
+        ("/v1/events?after=-1", "after"),
+        ("/v1/events?limit=5000", "limit"),
+        ("/v1/conversations/x/messages?cursor=bm9wZQ", "cursor"),
+    ],
+)
 async def test_bad_parameters_are_400_naming_the_parameter(sink, query, name):
     status, doc, _ = await sink.get(query)
     assert status == 400 and doc["error"] == "bad_parameter"
@@ -74,7 +119,8 @@ async def test_delivery_metrics(sink):
         await sink.send(body, event=event)
     await runner.catch_up(sink.pool)
     status, doc, _ = await sink.get(
-        "/v1/metrics/delivery?since=2025-10-28T00:00:00Z&until=2025-10-29T00:00:00Z&bucket=day")
+        "/v1/metrics/delivery?since=2025-10-28T00:00:00Z&until=2025-10-29T00:00:00Z&bucket=day"
+    )
     assert status == 200 and doc["bucket"] == "day"
     by_phone = {b["phone_number_id"]: b for b in doc["buckets"]}
     assert by_phone["111"]["sent"] == 4 and by_phone["111"]["delivered"] == 4
@@ -82,8 +128,10 @@ async def test_delivery_metrics(sink):
     assert by_phone["111"]["sent_to_delivered_p90"] == pytest.approx(7.4)
     assert by_phone["222"]["sent"] == 1 and by_phone["222"]["delivered"] == 0
     assert by_phone["111"]["bucket_start"] == "2025-10-28T00:00:00Z"
-    _, only, _ = await sink.get("/v1/metrics/delivery?phone_number_id=222"
-                                "&since=2025-10-28T00:00:00Z&until=2025-10-29T00:00:00Z")
+    _, only, _ = await sink.get(
+        "/v1/metrics/delivery?phone_number_id=222"
+        "&since=2025-10-28T00:00:00Z&until=2025-10-29T00:00:00Z"
+    )
     assert [b["phone_number_id"] for b in only["buckets"]] == ["222"]
 
 
@@ -98,7 +146,9 @@ async def test_event_replay_from_any_point(sink):
     assert len(rest["events"][0]["idem_hash"]) == 64
     _, by_conv, _ = await sink.get("/v1/events?conversation_id=conv-f")
     assert {e["conversation_id"] for e in by_conv["events"]} == {"conv-f"}
-    _, by_name, _ = await sink.get("/v1/events?event=whatsapp.message.delivered&message_id=wamid.M1")
+    _, by_name, _ = await sink.get(
+        "/v1/events?event=whatsapp.message.delivered&message_id=wamid.M1"
+    )
     assert [e["event_name"] for e in by_name["events"]] == ["whatsapp.message.delivered"]
     _, empty, _ = await sink.get("/v1/events?after=999999")
     assert empty == {"events": [], "next_after": 999999}
@@ -109,11 +159,16 @@ async def test_token_protects_v1_only(database, tmp_path):
     sink = await support.start_sink(database, settings)
     try:
         assert (await sink.get("/v1/projections"))[0] == 401
-        assert (await sink.get("/v1/projections",
-                               headers={"Authorization": "Bearer wrong"}))[0] == 401
-        status, doc, _ = await sink.get("/v1/projections",
-                                        headers={"Authorization": "Bearer s3cret-token"})
-        assert status == 200 and {p["name"] for p in doc["projections"]} == {"conversations", "messages"}
+        assert (await sink.get("/v1/projections", headers={"Authorization": "Bearer wrong"}))[
+            0
+        ] == 401
+        status, doc, _ = await sink.get(
+            "/v1/projections", headers={"Authorization": "Bearer s3cret-token"}
+        )
+        assert status == 200 and {p["name"] for p in doc["projections"]} == {
+            "conversations",
+            "messages",
+        }
         assert (await sink.get("/healthz"))[0] == 200
     finally:
         await support.stop_sink(sink)
@@ -121,13 +176,17 @@ async def test_token_protects_v1_only(database, tmp_path):
 
 def test_non_loopback_host_needs_a_token(tmp_path):
     from service.settings import ConfigError, load
+
     with pytest.raises(ConfigError, match="KAPSO_SINK_API_TOKEN"):
         load(_env_file=None, KAPSO_SINK_HOST="0.0.0.0", KAPSO_SINK_DATA_DIR=str(tmp_path))
-    assert load(_env_file=None, KAPSO_SINK_HOST="0.0.0.0", KAPSO_SINK_API_TOKEN="t").host == "0.0.0.0"
+    assert (
+        load(_env_file=None, KAPSO_SINK_HOST="0.0.0.0", KAPSO_SINK_API_TOKEN="t").host == "0.0.0.0"
+    )
 
 
 def test_bad_settings_name_the_variable():
     from service.settings import ConfigError, load
+
     with pytest.raises(ConfigError, match="KAPSO_SINK_PORT"):
         load(_env_file=None, KAPSO_SINK_PORT="eighty")
     with pytest.raises(ConfigError, match="KAPSO_SINK_COMMIT_TIMEOUT"):
@@ -146,7 +205,10 @@ async def test_prometheus_metrics(sink):
     assert 'kapso_sink_events_stored_total{event="whatsapp.message.received"} 1.0' in text
     assert 'kapso_sink_events_duplicate_total{event="whatsapp.message.received"} 1.0' in text
     assert "kapso_sink_signature_failures_total 1.0" in text
-    assert 'kapso_sink_request_seconds_count{method="POST",route="/webhooks/kapso",status="200"} 2.0' in text
+    assert (
+        'kapso_sink_request_seconds_count{method="POST",route="/webhooks/kapso",status="200"} 2.0'
+        in text
+    )
     assert 'kapso_sink_projection_lag_events{projection="messages"} 1.0' in text
     assert "kapso_sink_projection_lag_seconds" in text
 
@@ -154,8 +216,11 @@ async def test_prometheus_metrics(sink):
 async def test_openapi_covers_every_route(sink):
     status, doc, _ = await sink.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
-    served = {(r.method, r.resource.canonical) for r in sink.server.app.router.routes()
-              if r.method != "HEAD"}
+    served = {
+        (r.method, r.resource.canonical)
+        for r in sink.server.app.router.routes()
+        if r.method != "HEAD"
+    }
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert served <= documented | {("GET", "/openapi.json")}
     refs = {s.rsplit("/", 1)[1] for s in _refs(doc["paths"])}

@@ -19,23 +19,37 @@ OLD = datetime(2025, 1, 15, 12, tzinfo=UTC)
 
 
 def old_body(i: int) -> bytes:
-    return support.dumps({"message": {"id": f"wamid.OLD{i}", "timestamp": "1736942400",
-                                      "kapso": {"direction": "inbound"}},
-                          "conversation": {"id": "conv-old"}, "phone_number_id": "1"})
+    return support.dumps(
+        {
+            "message": {
+                "id": f"wamid.OLD{i}",
+                "timestamp": "1736942400",
+                "kapso": {"direction": "inbound"},
+            },
+            "conversation": {"id": "conv-old"},
+            "phone_number_id": "1",
+        }
+    )
 
 
 async def append_old(pool, i: int) -> None:
     """Append through the real append function, as if received in January 2025."""
-    delivery, events = kapso.parse_delivery(old_body(i), {"X-Webhook-Event": "whatsapp.message.received"},
-                                            "sid", OLD)
-    await pool.fetch(Q["append_batch"], *log_writer._delivery_columns([delivery]),
-                     *log_writer._event_columns(events))
+    delivery, events = kapso.parse_delivery(
+        old_body(i), {"X-Webhook-Event": "whatsapp.message.received"}, "sid", OLD
+    )
+    await pool.fetch(
+        Q["append_batch"],
+        *log_writer._delivery_columns([delivery]),
+        *log_writer._event_columns(events),
+    )
 
 
 def test_only_older_monthly_partitions_are_chosen():
     names = ["events_default", "events_2024_12", "events_2025_01", "events_2025_02", "x_2025_01"]
     assert archive.month_partitions(names, date(2025, 2, 1)) == [
-        ("events_2024_12", date(2024, 12, 1)), ("events_2025_01", date(2025, 1, 1))]
+        ("events_2024_12", date(2024, 12, 1)),
+        ("events_2025_01", date(2025, 1, 1)),
+    ]
 
 
 async def test_archive_moves_a_month_out_and_keeps_the_rest_working(sink, tmp_path):
@@ -49,19 +63,36 @@ async def test_archive_moves_a_month_out_and_keeps_the_rest_working(sink, tmp_pa
 
     out = tmp_path / "archive"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "archive", "--before", "2025-02", "--dir", str(out),
-        env={**__import__("os").environ, "DATABASE_URL": sink.dsn,
-             "KAPSO_SINK_DATA_DIR": str(tmp_path), "KAPSO_SINK_LOG_LEVEL": "warning"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "service",
+        "archive",
+        "--before",
+        "2025-02",
+        "--dir",
+        str(out),
+        env={
+            **__import__("os").environ,
+            "DATABASE_URL": sink.dsn,
+            "KAPSO_SINK_DATA_DIR": str(tmp_path),
+            "KAPSO_SINK_LOG_LEVEL": "warning",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode()
     assert "archived events_2025_01: 25 events, 25 deliveries" in stdout.decode()
 
     con = duckdb.connect()
-    rows = con.execute("SELECT count(*), min(message_id), max(received_at) FROM read_parquet(?)",
-                       [str(out / "events_2025_01.parquet")]).fetchone()
-    bodies = con.execute("SELECT count(*), min(octet_length(body)) FROM read_parquet(?)",
-                         [str(out / "deliveries_2025_01.parquet")]).fetchone()
+    rows = con.execute(
+        "SELECT count(*), min(message_id), max(received_at) FROM read_parquet(?)",
+        [str(out / "events_2025_01.parquet")],
+    ).fetchone()
+    bodies = con.execute(
+        "SELECT count(*), min(octet_length(body)) FROM read_parquet(?)",
+        [str(out / "deliveries_2025_01.parquet")],
+    ).fetchone()
     con.close()
     assert rows[0] == 25 and rows[1] == "wamid.OLD0"
     assert bodies == (25, len(old_body(0)))

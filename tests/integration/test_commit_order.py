@@ -20,8 +20,12 @@ def record(i: int, tag: str = "w"):
 
 async def wait_for_advisory_waiter(conn):
     """Poll until some backend is blocked on an advisory lock."""
-    await support.wait_until(lambda: conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"), 10)
+    await support.wait_until(
+        lambda: conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ),
+        10,
+    )
 
 
 async def test_an_append_waits_for_another_processes_open_transaction(database):
@@ -34,8 +38,11 @@ async def test_an_append_waits_for_another_processes_open_transaction(database):
         tx = other.transaction()
         await tx.start()
         delivery, events = record(1, "first")  # another process, mid-append
-        [row] = await other.fetch(Q["append_batch"], *log_writer._delivery_columns([delivery]),
-                                  *log_writer._event_columns(events))
+        [row] = await other.fetch(
+            Q["append_batch"],
+            *log_writer._delivery_columns([delivery]),
+            *log_writer._event_columns(events),
+        )
         task = asyncio.create_task(writer.append(*record(2, "second")))
         await wait_for_advisory_waiter(watcher)
         assert not task.done()
@@ -65,7 +72,8 @@ async def test_a_tailing_reader_never_skips_an_event(database, writers):
         while True:
             finished = done.is_set()
             rows = await reader.fetch(
-                "SELECT position FROM events WHERE position > $1 ORDER BY position", checkpoint)
+                "SELECT position FROM events WHERE position > $1 ORDER BY position", checkpoint
+            )
             if rows:
                 seen.extend(r["position"] for r in rows)
                 checkpoint = rows[-1]["position"]
@@ -81,8 +89,10 @@ async def test_a_tailing_reader_never_skips_an_event(database, writers):
         await asyncio.gather(*(produce(w, f"p{n}-") for n, w in enumerate(ws)))
         done.set()
         await tailer
-        all_positions = [r["position"] for r in await reader.fetch(
-            "SELECT position FROM events ORDER BY position")]
+        all_positions = [
+            r["position"]
+            for r in await reader.fetch("SELECT position FROM events ORDER BY position")
+        ]
         assert len(all_positions) == writers * 150
         assert seen == all_positions
     finally:

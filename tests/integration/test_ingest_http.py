@@ -12,25 +12,47 @@ RECEIVED = "whatsapp.message.received"
 
 def message(i=0, conversation="c63ced48-1283-4d55-8c8d-930f525aa0e5"):
     return {
-        "message": {"id": f"wamid.TEST{i:04d}", "timestamp": "1730092800", "type": "text",
-                    "text": {"body": f"hola {i} ¿qué tal? 👋"},
-                    "kapso": {"direction": "inbound", "status": "received"}},
-        "conversation": {"id": conversation, "phone_number": "+15551234567", "status": "active",
-                         "phone_number_id": "123456789012345"},
-        "is_new_conversation": False, "phone_number_id": "123456789012345",
+        "message": {
+            "id": f"wamid.TEST{i:04d}",
+            "timestamp": "1730092800",
+            "type": "text",
+            "text": {"body": f"hola {i} ¿qué tal? 👋"},
+            "kapso": {"direction": "inbound", "status": "received"},
+        },
+        "conversation": {
+            "id": conversation,
+            "phone_number": "+15551234567",
+            "status": "active",
+            "phone_number_id": "123456789012345",
+        },
+        "is_new_conversation": False,
+        "phone_number_id": "123456789012345",
     }
 
 
 def batch(n):
-    return {"type": RECEIVED, "batch": True, "data": [message(i) for i in range(n)],
-            "batch_info": {"size": n, "window_ms": 5000, "first_sequence": 1,
-                           "last_sequence": n, "conversation_id": "c63ced48-1283-4d55-8c8d-930f525aa0e5"}}
+    return {
+        "type": RECEIVED,
+        "batch": True,
+        "data": [message(i) for i in range(n)],
+        "batch_info": {
+            "size": n,
+            "window_ms": 5000,
+            "first_sequence": 1,
+            "last_sequence": n,
+            "conversation_id": "c63ced48-1283-4d55-8c8d-930f525aa0e5",
+        },
+    }
 
 
 async def test_protocol_vector_is_stored_byte_for_byte(sink):
-    headers = {"X-Webhook-Event": RECEIVED, "X-Webhook-Signature": vectors.KAPSO_SIGNATURE,
-               "X-Idempotency-Key": "3b1f2f5e-7a4c-4d2e-9b0a-8e6f1c2d4a55",
-               "X-Webhook-Payload-Version": "v2", "Content-Type": "application/json"}
+    headers = {
+        "X-Webhook-Event": RECEIVED,
+        "X-Webhook-Signature": vectors.KAPSO_SIGNATURE,
+        "X-Idempotency-Key": "3b1f2f5e-7a4c-4d2e-9b0a-8e6f1c2d4a55",
+        "X-Webhook-Payload-Version": "v2",
+        "Content-Type": "application/json",
+    }
     status, doc, _ = await sink.post(vectors.KAPSO_BODY, headers)
     assert (status, doc) == (200, {"stored": 1, "duplicates": 0})
     [event] = await sink.events()
@@ -41,14 +63,17 @@ async def test_protocol_vector_is_stored_byte_for_byte(sink):
     assert event["phone_number_id"] == "123456789012345"
     assert event["idempotency_key"] == "3b1f2f5e-7a4c-4d2e-9b0a-8e6f1c2d4a55"
     assert event["secret_id"] == hashlib.sha256(vectors.SECRET).hexdigest()[:8]
-    raw = await sink.pool.fetchval("SELECT body FROM deliveries WHERE body_sha256 = $1",
-                                   event["body_sha256"])
+    raw = await sink.pool.fetchval(
+        "SELECT body FROM deliveries WHERE body_sha256 = $1", event["body_sha256"]
+    )
     assert raw == vectors.KAPSO_BODY
 
 
 async def test_reserialised_signature_is_401_and_nothing_stored(sink):
-    headers = {"X-Webhook-Event": RECEIVED,
-               "X-Webhook-Signature": vectors.KAPSO_RESERIALISED_SIGNATURE}
+    headers = {
+        "X-Webhook-Event": RECEIVED,
+        "X-Webhook-Signature": vectors.KAPSO_RESERIALISED_SIGNATURE,
+    }
     status, doc, _ = await sink.post(vectors.KAPSO_BODY, headers)
     assert status == 401 and doc["error"] == "invalid_signature"
     assert await sink.events() == []
@@ -74,8 +99,9 @@ async def test_rotation_accepts_both_secrets_and_records_which(sink):
     s3 = await sink.send(message(3), secret="some-other-secret")
     assert [s1[0], s2[0], s3[0]] == [200, 200, 401]
     ids = [e["secret_id"] for e in await sink.events()]
-    assert ids == [hashlib.sha256(s.encode()).hexdigest()[:8]
-                   for s in (support.SECRET, support.OLD_SECRET)]
+    assert ids == [
+        hashlib.sha256(s.encode()).hexdigest()[:8] for s in (support.SECRET, support.OLD_SECRET)
+    ]
     for event in await sink.events():
         assert support.SECRET not in json.dumps(dict(event), default=str)
 
@@ -107,7 +133,9 @@ async def test_batch_of_one(sink):
 
 
 async def test_batch_of_100_then_its_retry(sink):
-    raw, headers = support.delivery(batch(100), **{"X-Webhook-Batch": "true", "X-Batch-Size": "100"})
+    raw, headers = support.delivery(
+        batch(100), **{"X-Webhook-Batch": "true", "X-Batch-Size": "100"}
+    )
     assert (await sink.post(raw, headers))[1] == {"stored": 100, "duplicates": 0}
     assert (await sink.post(raw, headers))[1] == {"stored": 0, "duplicates": 100}
     events = await sink.events()
@@ -124,22 +152,31 @@ async def test_batch_item_resent_alone_is_a_new_delivery(sink):
 
 
 async def test_v1_body(sink):
-    body = {"message": {"id": "wamid.v1", "message_type": "text", "content": "hi",
-                        "direction": "inbound"},
-            "conversation": {"id": "conv-v1", "whatsapp_config_id": "cfg-1"},
-            "whatsapp_config": {"id": "cfg-1", "phone_number_id": "555000"}}
+    body = {
+        "message": {
+            "id": "wamid.v1",
+            "message_type": "text",
+            "content": "hi",
+            "direction": "inbound",
+        },
+        "conversation": {"id": "conv-v1", "whatsapp_config_id": "cfg-1"},
+        "whatsapp_config": {"id": "cfg-1", "phone_number_id": "555000"},
+    }
     status, doc, _ = await sink.send(body, **{"X-Webhook-Payload-Version": "v1"})
     assert status == 200 and doc["stored"] == 1
     [event] = await sink.events()
     assert (event["payload_version"], event["phone_number_id"]) == ("v1", "555000")
 
 
-@pytest.mark.parametrize("event_name, body", [
-    ("whatsapp.brand_new.thing", {"anything": {"at": "all"}}),
-    ("workflow.execution.failed", {"event": "workflow.execution.failed", "project_id": "p"}),
-    ("whatsapp.phone_number.created", {"phone_number_id": "1", "project": {"id": "p"}}),
-    (None, {"event": "project.event", "name": "x.y"}),
-])
+@pytest.mark.parametrize(
+    "event_name, body",
+    [
+        ("whatsapp.brand_new.thing", {"anything": {"at": "all"}}),
+        ("workflow.execution.failed", {"event": "workflow.execution.failed", "project_id": "p"}),
+        ("whatsapp.phone_number.created", {"phone_number_id": "1", "project": {"id": "p"}}),
+        (None, {"event": "project.event", "name": "x.y"}),
+    ],
+)
 async def test_unknown_and_project_events_are_stored_verbatim(sink, event_name, body):
     status, doc, _ = await sink.send(body, event=event_name)
     assert (status, doc) == (200, {"stored": 1, "duplicates": 0})
@@ -148,8 +185,17 @@ async def test_unknown_and_project_events_are_stored_verbatim(sink, event_name, 
     assert event["event_name"] == (event_name or "project.event")
 
 
-@pytest.mark.parametrize("raw", [b"not json at all", b"\xff\xfe\x00binary", b"", b'{"a":"\\u0000"}',
-                                 b'{"a":"\\ud800"}', b"[1,2,3]"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json at all",
+        b"\xff\xfe\x00binary",
+        b"",
+        b'{"a":"\\u0000"}',
+        b'{"a":"\\ud800"}',
+        b"[1,2,3]",
+    ],
+)
 async def test_verified_odd_bodies_are_stored_and_acknowledged(sink, raw):
     status, doc, _ = await sink.send(raw, **{"Content-Type": "text/plain"})
     assert (status, doc) == (200, {"stored": 1, "duplicates": 0})
@@ -202,7 +248,10 @@ async def test_response_comes_only_after_commit(sink):
     # a second connection sees the row as soon as the 200 is in hand
     status, _, _ = await sink.send(message(7))
     assert status == 200
-    assert await sink.pool.fetchval("SELECT count(*) FROM events WHERE message_id = 'wamid.TEST0007'") == 1
+    assert (
+        await sink.pool.fetchval("SELECT count(*) FROM events WHERE message_id = 'wamid.TEST0007'")
+        == 1
+    )
 
 
 async def test_payload_round_trips_as_json(sink):

@@ -15,21 +15,40 @@ WAMID = "wamid.PROJ1"
 
 
 def statuses(*entries):
-    return [{"id": WAMID, "status": s, "timestamp": str(t), "recipient_id": "15551234567", **x}
-            for s, t, x in entries]
+    return [
+        {"id": WAMID, "status": s, "timestamp": str(t), "recipient_id": "15551234567", **x}
+        for s, t, x in entries
+    ]
 
 
 def outbound(event, entries, *, updated_at="2025-10-28T14:31:00Z", status="active", kapso=None):
-    conversation = {"id": CONV, "phone_number": "+15551234567", "status": status,
-                    "created_at": "2025-10-28T13:40:00Z", "updated_at": updated_at,
-                    "last_active_at": updated_at, "phone_number_id": "123"}
+    conversation = {
+        "id": CONV,
+        "phone_number": "+15551234567",
+        "status": status,
+        "created_at": "2025-10-28T13:40:00Z",
+        "updated_at": updated_at,
+        "last_active_at": updated_at,
+        "phone_number_id": "123",
+    }
     if kapso is not None:
         conversation["kapso"] = kapso
-    return {"message": {"id": WAMID, "timestamp": entries[-1][1], "type": "template",
-                        "template": {"name": "order_update"},
-                        "kapso": {"direction": "outbound", "status": event.rsplit(".", 1)[1],
-                                  "origin": "cloud_api", "statuses": statuses(*entries)}},
-            "conversation": conversation, "phone_number_id": "123"}
+    return {
+        "message": {
+            "id": WAMID,
+            "timestamp": entries[-1][1],
+            "type": "template",
+            "template": {"name": "order_update"},
+            "kapso": {
+                "direction": "outbound",
+                "status": event.rsplit(".", 1)[1],
+                "origin": "cloud_api",
+                "statuses": statuses(*entries),
+            },
+        },
+        "conversation": conversation,
+        "phone_number_id": "123",
+    }
 
 
 SENT = ("sent", 1730092860, {"pricing": {"category": "utility"}})
@@ -50,8 +69,10 @@ async def test_receipts_in_any_arrival_order(sink):
     assert doc["status"] == "read" and doc["read_without_delivered"] is True
     assert doc["sent_at"] == "2024-10-28T05:21:00Z"
     assert doc["read_at"] == "2024-10-28T05:23:41Z"
-    await sink.send(outbound("whatsapp.message.delivered", [SENT, DELIVERED]),
-                    event="whatsapp.message.delivered")
+    await sink.send(
+        outbound("whatsapp.message.delivered", [SENT, DELIVERED]),
+        event="whatsapp.message.delivered",
+    )
     await sink.send(outbound("whatsapp.message.sent", [SENT]), event="whatsapp.message.sent")
     await project(sink)
     status, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
@@ -64,8 +85,10 @@ async def test_receipts_in_any_arrival_order(sink):
 async def test_failed_is_terminal_and_a_refetched_fact_changes_nothing(sink):
     failed = outbound("whatsapp.message.failed", [SENT, FAILED])
     await sink.send(failed, event="whatsapp.message.failed")
-    await sink.send(outbound("whatsapp.message.delivered", [SENT, DELIVERED]),
-                    event="whatsapp.message.delivered")
+    await sink.send(
+        outbound("whatsapp.message.delivered", [SENT, DELIVERED]),
+        event="whatsapp.message.delivered",
+    )
     await project(sink)
     _, first, _ = await sink.get(f"/v1/messages/{WAMID}")
     assert first["status"] == "failed" and first["error_code"] == 131049
@@ -75,29 +98,52 @@ async def test_failed_is_terminal_and_a_refetched_fact_changes_nothing(sink):
     assert (await sink.send(failed, event="whatsapp.message.failed"))[1]["stored"] == 1
     await project(sink)
     _, again, _ = await sink.get(f"/v1/messages/{WAMID}")
-    assert {k: v for k, v in again.items() if k != "updated_at"} == \
-        {k: v for k, v in first.items() if k != "updated_at"}
+    assert {k: v for k, v in again.items() if k != "updated_at"} == {
+        k: v for k, v in first.items() if k != "updated_at"
+    }
 
 
 async def test_conversation_rules(sink):
-    await sink.send(outbound("whatsapp.message.sent", [SENT], kapso={"contact_name": "Ana Ruiz"}),
-                    event="whatsapp.message.sent")
-    ended = {"conversation": {"id": CONV, "status": "ended", "updated_at": "2025-10-28T15:10:45Z",
-                              "last_active_at": "2025-10-28T15:10:45Z", "phone_number_id": "123"},
-             "phone_number_id": "123"}
+    await sink.send(
+        outbound("whatsapp.message.sent", [SENT], kapso={"contact_name": "Ana Ruiz"}),
+        event="whatsapp.message.sent",
+    )
+    ended = {
+        "conversation": {
+            "id": CONV,
+            "status": "ended",
+            "updated_at": "2025-10-28T15:10:45Z",
+            "last_active_at": "2025-10-28T15:10:45Z",
+            "phone_number_id": "123",
+        },
+        "phone_number_id": "123",
+    }
     await sink.send(ended, event="whatsapp.conversation.ended")
     # a late event carrying an older, active snapshot and no kapso block
-    await sink.send(outbound("whatsapp.message.delivered", [SENT, DELIVERED],
-                             updated_at="2025-10-28T14:31:28Z"), event="whatsapp.message.delivered")
-    inbound = {"message": {"id": "wamid.IN1", "timestamp": "1730092800", "type": "text",
-                           "kapso": {"direction": "inbound"}},
-               "conversation": {"id": CONV, "status": "active", "updated_at": "2025-10-28T14:25:01Z"},
-               "phone_number_id": "123"}
+    await sink.send(
+        outbound(
+            "whatsapp.message.delivered", [SENT, DELIVERED], updated_at="2025-10-28T14:31:28Z"
+        ),
+        event="whatsapp.message.delivered",
+    )
+    inbound = {
+        "message": {
+            "id": "wamid.IN1",
+            "timestamp": "1730092800",
+            "type": "text",
+            "kapso": {"direction": "inbound"},
+        },
+        "conversation": {"id": CONV, "status": "active", "updated_at": "2025-10-28T14:25:01Z"},
+        "phone_number_id": "123",
+    }
     await sink.send(inbound)
     await sink.send(inbound, key="another-key")  # same fact, new key: stored once
-    inactive = {"conversation": {"id": CONV, "status": "active", "updated_at": "2025-10-28T13:00:00Z"},
-                "since_message": {"created_at": "2025-10-28T13:00:00Z"}, "inactivity": {"minutes": 60},
-                "phone_number_id": "123"}
+    inactive = {
+        "conversation": {"id": CONV, "status": "active", "updated_at": "2025-10-28T13:00:00Z"},
+        "since_message": {"created_at": "2025-10-28T13:00:00Z"},
+        "inactivity": {"minutes": 60},
+        "phone_number_id": "123",
+    }
     await sink.send(inactive, event="whatsapp.conversation.inactive")
     await project(sink)
     status, doc, _ = await sink.get(f"/v1/conversations/{CONV}")
@@ -118,7 +164,10 @@ async def test_unknown_and_unparseable_events_are_counted_not_projected(sink):
     _, doc, _ = await sink.get("/v1/projections")
     by_name = {p["name"]: p for p in doc["projections"]}
     assert by_name["messages"]["skipped"] == 2 and by_name["conversations"]["skipped"] == 2
-    assert by_name["messages"]["lag_events"] == 0 and by_name["messages"]["position"] == by_name["messages"]["head"]
+    assert (
+        by_name["messages"]["lag_events"] == 0
+        and by_name["messages"]["position"] == by_name["messages"]["head"]
+    )
     assert await sink.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
@@ -144,8 +193,16 @@ async def test_rebuild_equals_the_running_projector(database, tmp_path):
         # and through the CLI, as an operator runs it
         env = {**sink_env(settings), "DATABASE_URL": database}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "rebuild", "messages", "--no-progress", env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "service",
+            "rebuild",
+            "messages",
+            "--no-progress",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
         assert "rebuilt messages" in out.decode()
@@ -160,8 +217,13 @@ async def _caught_up(pool, head) -> bool:
 
 def sink_env(settings):
     import os
-    return {**os.environ, "KAPSO_SINK_DATA_DIR": str(settings.data_dir),
-            "KAPSO_WEBHOOK_SECRETS": support.SECRET, "KAPSO_SINK_LOG_LEVEL": "warning"}
+
+    return {
+        **os.environ,
+        "KAPSO_SINK_DATA_DIR": str(settings.data_dir),
+        "KAPSO_WEBHOOK_SECRETS": support.SECRET,
+        "KAPSO_SINK_LOG_LEVEL": "warning",
+    }
 
 
 async def test_projector_keeps_up_with_concurrent_writers(sink):
@@ -173,9 +235,17 @@ async def test_projector_keeps_up_with_concurrent_writers(sink):
             await asyncio.sleep(0)
 
     projector = asyncio.create_task(keep_projecting())
-    bodies = [{"message": {"id": f"wamid.C{i}", "timestamp": "1730092800",
-                           "kapso": {"direction": "inbound"}},
-               "conversation": {"id": f"conv-{i % 5}"}} for i in range(300)]
+    bodies = [
+        {
+            "message": {
+                "id": f"wamid.C{i}",
+                "timestamp": "1730092800",
+                "kapso": {"direction": "inbound"},
+            },
+            "conversation": {"id": f"conv-{i % 5}"},
+        }
+        for i in range(300)
+    ]
     await asyncio.gather(*(sink.send(b) for b in bodies))
     stop.set()
     await projector
@@ -187,6 +257,7 @@ async def test_projector_keeps_up_with_concurrent_writers(sink):
 
 async def test_exactly_one_leader_and_takeover(database):
     from service import db
+
     pools = [await db.create_pool(database, size=2) for _ in range(2)]
     projectors = [runner.Projector(p, database, poll_interval=0.1) for p in pools]
     stops = [asyncio.Event(), asyncio.Event()]
@@ -207,8 +278,9 @@ async def test_exactly_one_leader_and_takeover(database):
             await p.close()
 
 
-@pytest.mark.parametrize("path", ["/v1/messages/nope", "/v1/conversations/nope",
-                                  "/v1/conversations/nope/messages"])
+@pytest.mark.parametrize(
+    "path", ["/v1/messages/nope", "/v1/conversations/nope", "/v1/conversations/nope/messages"]
+)
 async def test_unknown_ids_are_404(sink, path):
     status, doc, _ = await sink.get(path)
     assert status == 404 and doc["error"] == "not_found"
@@ -217,17 +289,27 @@ async def test_unknown_ids_are_404(sink, path):
 async def test_status_history_extraction_ignores_odd_entries(sink):
     body = outbound("whatsapp.message.delivered", [SENT, DELIVERED])
     body["message"]["kapso"]["statuses"] += [
-        1, "x", None, {"status": "read"},  # no timestamp
+        1,
+        "x",
+        None,
+        {"status": "read"},  # no timestamp
         {"id": "wamid.OTHER", "status": "read", "timestamp": "1730099999"},  # another message
         {"id": WAMID, "status": "read", "timestamp": "soon"},
-        {"id": WAMID, "status": "failed", "timestamp": "1730099999",
-         "errors": [{"code": "x"}]},
+        {"id": WAMID, "status": "failed", "timestamp": "1730099999", "errors": [{"code": "x"}]},
         {"status": "sent", "timestamp": "1730000000"},  # no id: this message's, and earlier
     ]
     await sink.send(body, event="whatsapp.message.delivered")
-    await sink.send({"message": {"id": "wamid.ODD", "kapso": {"statuses": {"not": "a list"}},
-                                 "timestamp": 12},
-                     "conversation": ["not", "an", "object"]}, event="whatsapp.message.sent")
+    await sink.send(
+        {
+            "message": {
+                "id": "wamid.ODD",
+                "kapso": {"statuses": {"not": "a list"}},
+                "timestamp": 12,
+            },
+            "conversation": ["not", "an", "object"],
+        },
+        event="whatsapp.message.sent",
+    )
     await project(sink)
     _, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
     assert doc["read_at"] is None and doc["sent_at"] == "2024-10-27T03:33:20Z"

@@ -20,28 +20,56 @@ async def test_migrating_an_empty_database_builds_the_expected_catalog(databases
         conn = conns[0]
         assert await db.schema_version(conn) == db.latest_version()
         assert await db.migrate(conn) == []  # idempotent
-        tables = {r["tablename"] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        assert {"events_default", "event_keys", "deliveries", "conversations", "messages",
-                "projection_checkpoints", "archives", "schema_migrations"} <= tables
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+        assert {
+            "events_default",
+            "event_keys",
+            "deliveries",
+            "conversations",
+            "messages",
+            "projection_checkpoints",
+            "archives",
+            "schema_migrations",
+        } <= tables
         partitioned = await conn.fetchval(
-            "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'events'::regclass")
+            "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'events'::regclass"
+        )
         assert partitioned == b"r"  # by range of received_at, one partition per month
         months = await conn.fetchval(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+        )
         assert months >= 4  # default + this month + two ahead
         unique = await conn.fetchval(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'event_keys_pkey'")
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'event_keys_pkey'"
+        )
         assert unique == "PRIMARY KEY (idem_hash)"
-        triggers = {r["tgname"] for r in await conn.fetch(
-            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")}
-        assert {"events_append_only", "events_no_truncate", "events_default_no_truncate",
-                "event_keys_append_only", "event_keys_no_truncate",
-                "deliveries_append_only", "deliveries_no_truncate"} <= triggers
-        functions = {r["proname"] for r in await conn.fetch(
-            "SELECT proname FROM pg_proc WHERE proname LIKE 'kapso_sink_%'")}
-        assert functions == {"kapso_sink_append", "kapso_sink_ensure_month",
-                             "kapso_sink_reject_change"}
+        triggers = {
+            r["tgname"]
+            for r in await conn.fetch("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        }
+        assert {
+            "events_append_only",
+            "events_no_truncate",
+            "events_default_no_truncate",
+            "event_keys_append_only",
+            "event_keys_no_truncate",
+            "deliveries_append_only",
+            "deliveries_no_truncate",
+        } <= triggers
+        functions = {
+            r["proname"]
+            for r in await conn.fetch(
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'kapso_sink_%'"
+            )
+        }
+        assert functions == {
+            "kapso_sink_append",
+            "kapso_sink_ensure_month",
+            "kapso_sink_reject_change",
+        }
         for c in conns:
             await c.close()
     finally:
@@ -50,12 +78,15 @@ async def test_migrating_an_empty_database_builds_the_expected_catalog(databases
 
 
 @pytest.mark.parametrize("table", ["events", "deliveries", "event_keys"])
-@pytest.mark.parametrize("statement", [
-    "UPDATE {t} SET received_at = now()",
-    "DELETE FROM {t}",
-    "TRUNCATE {t}",
-    "TRUNCATE {t} CASCADE",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {t} SET received_at = now()",
+        "DELETE FROM {t}",
+        "TRUNCATE {t}",
+        "TRUNCATE {t} CASCADE",
+    ],
+)
 async def test_log_rejects_changes(sink, table, statement):
     status, _, _ = await sink.send({"message": {"id": "wamid.1"}})
     assert status == 200
@@ -66,8 +97,7 @@ async def test_log_rejects_changes(sink, table, statement):
 
 async def test_each_month_partition_rejects_truncate(sink):
     await sink.send({"message": {"id": "wamid.1"}})
-    partition = await sink.pool.fetchval(
-        "SELECT tableoid::regclass::text FROM events LIMIT 1")
+    partition = await sink.pool.fetchval("SELECT tableoid::regclass::text FROM events LIMIT 1")
     assert partition.startswith("events_2")
     with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
         await sink.pool.execute(f"TRUNCATE {partition}")

@@ -12,18 +12,21 @@ from tests import support
 
 async def test_serve_runs_projector_and_exports_in_children(database, tmp_path):
     exports = tmp_path / "exports"
-    service = support.ServiceProcess(database, tmp_path, KAPSO_SINK_EXPORT_INTERVAL=1,
-                                     KAPSO_SINK_EXPORT_DIR=str(exports))
+    service = support.ServiceProcess(
+        database, tmp_path, KAPSO_SINK_EXPORT_INTERVAL=1, KAPSO_SINK_EXPORT_DIR=str(exports)
+    )
     await service.start()
     try:
         deliveries = simulator.generate(4, 2, support.SECRET)
         result = await simulator.send(service.url + "/webhooks/kapso", deliveries, progress=False)
         assert set(result) == {200}
         async with aiohttp.ClientSession() as http:
+
             async def caught_up() -> bool:
                 async with http.get(service.url + "/v1/projections") as resp:
                     doc = await resp.json()
                 return all(p["lag_events"] == 0 for p in doc["projections"])
+
             await support.wait_until(caught_up, 30)
             async with http.get(service.url + "/readyz") as resp:
                 assert (await resp.json())["checks"]["projector"] == "leader"
@@ -35,9 +38,13 @@ async def test_serve_runs_projector_and_exports_in_children(database, tmp_path):
                     return False
                 con = duckdb.connect(str(path), read_only=True)
                 try:
-                    return con.execute("SELECT max(to_position) FROM export_runs").fetchone()[0] >= head
+                    return (
+                        con.execute("SELECT max(to_position) FROM export_runs").fetchone()[0]
+                        >= head
+                    )
                 finally:
                     con.close()
+
             await support.wait_until(exported, 60, every=0.2)
         service.proc.send_signal(signal.SIGTERM)
         assert await service.wait() == 0
@@ -49,6 +56,7 @@ async def test_serve_runs_projector_and_exports_in_children(database, tmp_path):
 
 async def _head(dsn):
     import asyncpg
+
     conn = await asyncpg.connect(dsn)
     try:
         return await conn.fetchval("SELECT max(position) FROM events")
@@ -58,4 +66,5 @@ async def _head(dsn):
 
 def _processes() -> str:
     import subprocess
+
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -15,31 +15,42 @@ def parse(body, **headers):
 
 
 def test_single_v2_event_keeps_raw_text_and_ids():
-    delivery, [event] = parse(vectors.KAPSO_BODY, **{"X-Webhook-Event": "whatsapp.message.received",
-                                                    "X-Idempotency-Key": "k1"})
+    delivery, [event] = parse(
+        vectors.KAPSO_BODY,
+        **{"X-Webhook-Event": "whatsapp.message.received", "X-Idempotency-Key": "k1"},
+    )
     assert delivery.body == vectors.KAPSO_BODY
     assert event.payload == vectors.KAPSO_BODY.decode()
     assert event.event_name == "whatsapp.message.received"
     assert event.batch_index is None and event.parse_error is None
     assert event.payload_version == "v2"
     assert (event.phone_number_id, event.conversation_id, event.message_id) == (
-        "123456789012345", "c63ced48-1283-4d55-8c8d-930f525aa0e5",
-        "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUY5")
+        "123456789012345",
+        "c63ced48-1283-4d55-8c8d-930f525aa0e5",
+        "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUY5",
+    )
     assert event.idempotency_key == "k1" and event.secret_id == "abcd1234"
 
 
 def test_event_name_falls_back_to_type_then_event():
     assert parse({"type": "a.b", "event": "c.d"})[1][0].event_name == "a.b"
-    assert parse({"event": "workflow.execution.failed"})[1][0].event_name == "workflow.execution.failed"
+    assert (
+        parse({"event": "workflow.execution.failed"})[1][0].event_name
+        == "workflow.execution.failed"
+    )
     assert parse({"x": 1})[1][0].event_name == kapso.UNKNOWN_EVENT
     named = parse({"type": "a.b"}, **{"X-Webhook-Event": "from.header"})[1][0]
     assert named.event_name == "from.header"
 
 
 def _batch(n, with_type=True):
-    body = {"batch": True, "data": [{"message": {"id": f"wamid.{i}"},
-                                     "conversation": {"id": "conv-1"}} for i in range(n)],
-            "batch_info": {"size": n, "conversation_id": "conv-1", "first_sequence": 1}}
+    body = {
+        "batch": True,
+        "data": [
+            {"message": {"id": f"wamid.{i}"}, "conversation": {"id": "conv-1"}} for i in range(n)
+        ],
+        "batch_info": {"size": n, "conversation_id": "conv-1", "first_sequence": 1},
+    }
     if with_type:
         body["type"] = "whatsapp.message.received"
     return body
@@ -59,7 +70,9 @@ def test_batch_of_one_and_header_only_batch():
     assert event.batch_index == 0
     body = _batch(2, with_type=False)
     del body["batch"]
-    _, events = parse(body, **{"X-Webhook-Batch": "true", "X-Webhook-Event": "whatsapp.message.received"})
+    _, events = parse(
+        body, **{"X-Webhook-Batch": "true", "X-Webhook-Event": "whatsapp.message.received"}
+    )
     assert [e.batch_index for e in events] == [0, 1]
 
 
@@ -76,12 +89,18 @@ def test_empty_batch_is_stored_whole():
 
 
 def test_v1_body_is_sniffed_and_ids_found():
-    body = {"message": {"id": "wamid.v1", "message_type": "text"},
-            "conversation": {"id": "conv-v1", "whatsapp_config_id": "cfg"},
-            "whatsapp_config": {"id": "cfg", "phone_number_id": "555"}}
+    body = {
+        "message": {"id": "wamid.v1", "message_type": "text"},
+        "conversation": {"id": "conv-v1", "whatsapp_config_id": "cfg"},
+        "whatsapp_config": {"id": "cfg", "phone_number_id": "555"},
+    }
     _, [event] = parse(body)
     assert event.payload_version == "v1"
-    assert (event.phone_number_id, event.conversation_id, event.message_id) == ("555", "conv-v1", "wamid.v1")
+    assert (event.phone_number_id, event.conversation_id, event.message_id) == (
+        "555",
+        "conv-v1",
+        "wamid.v1",
+    )
 
 
 def test_non_json_body_is_kept_with_reason():
@@ -105,15 +124,24 @@ def test_same_body_same_hash_whatever_the_key():
 
 
 def test_odd_values_never_break_parsing():
-    for body in [[], "str", 1, None, {"conversation": "x"}, {"message": {"id": {"a": 1}}},
-                 {"phone_number_id": 12345}, {"type": 7, "batch": True, "data": [1, None, "x"]}]:
+    for body in [
+        [],
+        "str",
+        1,
+        None,
+        {"conversation": "x"},
+        {"message": {"id": {"a": 1}}},
+        {"phone_number_id": 12345},
+        {"type": 7, "batch": True, "data": [1, None, "x"]},
+    ]:
         _, events = parse(body)
         assert events
 
 
 def test_headers_are_kept_but_bounded():
-    headers = CIMultiDict({"X-Webhook-Source": "kapso", "Authorization": "Bearer nope",
-                           "X-Idempotency-Key": "k"})
+    headers = CIMultiDict(
+        {"X-Webhook-Source": "kapso", "Authorization": "Bearer nope", "X-Idempotency-Key": "k"}
+    )
     delivery, _ = kapso.parse_delivery(b"{}", headers, "id", NOW)
     kept = orjson.loads(delivery.headers)
     assert kept["x-webhook-source"] == "kapso" and "authorization" not in kept

@@ -15,13 +15,19 @@ def status(wamid, state, ts="1750030200", **extra):
 
 
 def body(*changes, entries=1):
-    return orjson.dumps({"object": "whatsapp_business_account", "entry": [
-        {"id": f"waba{e}", "changes": list(changes)} for e in range(entries)]})
+    return orjson.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": f"waba{e}", "changes": list(changes)} for e in range(entries)],
+        }
+    )
 
 
 def messages_change(**value):
-    return {"field": "messages", "value": {"messaging_product": "whatsapp",
-                                           "metadata": {"phone_number_id": META}, **value}}
+    return {
+        "field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": META}, **value},
+    }
 
 
 def parse(raw, **headers):
@@ -36,11 +42,15 @@ def test_protocol_vector_is_one_status_event():
 
 
 def test_multi_entry_body_explodes_into_items():
-    raw = body(messages_change(
-        messages=[{"id": "wamid.in1", "from": "1650", "timestamp": "1", "type": "text"}],
-        statuses=[status("wamid.a", "sent"), status("wamid.a", "delivered")],
-        errors=[{"code": 130429, "title": "Rate limit hit"}]),
-        {"field": "account_update", "value": {"event": "DISABLED_UPDATE"}}, entries=2)
+    raw = body(
+        messages_change(
+            messages=[{"id": "wamid.in1", "from": "1650", "timestamp": "1", "type": "text"}],
+            statuses=[status("wamid.a", "sent"), status("wamid.a", "delivered")],
+            errors=[{"code": 130429, "title": "Rate limit hit"}],
+        ),
+        {"field": "account_update", "value": {"event": "DISABLED_UPDATE"}},
+        entries=2,
+    )
     _, events = parse(raw)
     names = [e.event_name for e in events]
     assert names.count(meta.MESSAGE) == 2 and names.count(meta.STATUS) == 4
@@ -62,14 +72,23 @@ def test_odd_bodies_are_one_unknown_event():
 
 
 def test_key_matching_the_body_hash_is_recorded():
-    assert meta.key_matches_body(CIMultiDict({"X-Idempotency-Key": vectors.META_SHA256}),
-                                 vectors.META_BODY) is True
-    assert meta.key_matches_body(CIMultiDict({"X-Idempotency-Key": "x"}), vectors.META_BODY) is False
+    assert (
+        meta.key_matches_body(
+            CIMultiDict({"X-Idempotency-Key": vectors.META_SHA256}), vectors.META_BODY
+        )
+        is True
+    )
+    assert (
+        meta.key_matches_body(CIMultiDict({"X-Idempotency-Key": "x"}), vectors.META_BODY) is False
+    )
     assert meta.key_matches_body(CIMultiDict(), vectors.META_BODY) is None
 
 
 def test_lists_of_the_wrong_type_are_tolerated():
-    for raw in [b'{"entry":5}', b'{"entry":[{"changes":7}]}',
-                b'{"entry":[{"changes":[{"field":"messages","value":{"messages":3,"statuses":"x"}}]}]}']:
+    for raw in [
+        b'{"entry":5}',
+        b'{"entry":[{"changes":7}]}',
+        b'{"entry":[{"changes":[{"field":"messages","value":{"messages":3,"statuses":"x"}}]}]}',
+    ]:
         _, [event] = parse(raw)
         assert event.event_name == meta.UNKNOWN

@@ -20,21 +20,44 @@ def iso(seconds: int) -> str:
     return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
-def row(position, event_name, *, message_id=WAMID, statuses=None, message_ts=None,
-        direction="outbound", conversation=None, contact_name=None, inactive=None):
+def row(
+    position,
+    event_name,
+    *,
+    message_id=WAMID,
+    statuses=None,
+    message_ts=None,
+    direction="outbound",
+    conversation=None,
+    contact_name=None,
+    inactive=None,
+):
     conv = conversation or {}
     return {
-        "position": position, "received_at": T0 + timedelta(hours=position),
-        "kind": "kapso", "event_name": event_name, "phone_number_id": "123",
-        "conversation_id": CONV, "message_id": message_id, "unparseable": False,
-        "message_ts": message_ts, "message_type": "text",
-        "direction": direction, "origin": "cloud_api", "template_name": None,
-        "contact_bsuid": None, "contact_phone": conv.get("phone_number"),
+        "position": position,
+        "received_at": T0 + timedelta(hours=position),
+        "kind": "kapso",
+        "event_name": event_name,
+        "phone_number_id": "123",
+        "conversation_id": CONV,
+        "message_id": message_id,
+        "unparseable": False,
+        "message_ts": message_ts,
+        "message_type": "text",
+        "direction": direction,
+        "origin": "cloud_api",
+        "template_name": None,
+        "contact_bsuid": None,
+        "contact_phone": conv.get("phone_number"),
         **extracted(statuses),
-        "conv_status": conv.get("status"), "conv_created_at": conv.get("created_at"),
-        "conv_updated_at": conv.get("updated_at"), "conv_last_active_at": conv.get("last_active_at"),
-        "conv_phone": conv.get("phone_number"), "conv_bsuid": conv.get("bsuid"),
-        "contact_name": contact_name, "inactive_since": inactive and inactive[0],
+        "conv_status": conv.get("status"),
+        "conv_created_at": conv.get("created_at"),
+        "conv_updated_at": conv.get("updated_at"),
+        "conv_last_active_at": conv.get("last_active_at"),
+        "conv_phone": conv.get("phone_number"),
+        "conv_bsuid": conv.get("bsuid"),
+        "contact_name": contact_name,
+        "inactive_since": inactive and inactive[0],
         "inactivity_minutes": inactive and inactive[1],
     }
 
@@ -115,8 +138,9 @@ def test_status_without_history_uses_message_timestamp():
 
 
 def test_inbound_message_is_received():
-    state = fold_messages([row(1, "whatsapp.message.received", message_ts=ts(0),
-                               direction="inbound")])
+    state = fold_messages(
+        [row(1, "whatsapp.message.received", message_ts=ts(0), direction="inbound")]
+    )
     assert state.status == "received" and state.message_at == T0
 
 
@@ -126,9 +150,12 @@ def test_unknown_events_make_no_fact():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(MESSAGE_ROWS), min_size=len(MESSAGE_ROWS),
-                max_size=3 * len(MESSAGE_ROWS)).filter(lambda rs: len({r["position"] for r in rs}) == 5),
-       st.randoms())
+@given(
+    st.lists(
+        st.sampled_from(MESSAGE_ROWS), min_size=len(MESSAGE_ROWS), max_size=3 * len(MESSAGE_ROWS)
+    ).filter(lambda rs: len({r["position"] for r in rs}) == 5),
+    st.randoms(),
+)
 def test_any_order_and_duplication_of_message_events_gives_one_state(rows, rnd):
     reference = fold_messages(MESSAGE_ROWS)
     shuffled = list(rows)
@@ -137,19 +164,39 @@ def test_any_order_and_duplication_of_message_events_gives_one_state(rows, rnd):
 
 
 def snapshot(seconds, status="active", **extra):
-    return {"status": status, "created_at": iso(0), "updated_at": iso(seconds),
-            "last_active_at": iso(seconds), "phone_number": "+1 (555) 123-4567", **extra}
+    return {
+        "status": status,
+        "created_at": iso(0),
+        "updated_at": iso(seconds),
+        "last_active_at": iso(seconds),
+        "phone_number": "+1 (555) 123-4567",
+        **extra,
+    }
 
 
 CONVERSATION_ROWS = [
-    row(10, "whatsapp.conversation.created", message_id=None, conversation=snapshot(0),
-        contact_name="Ana"),
+    row(
+        10,
+        "whatsapp.conversation.created",
+        message_id=None,
+        conversation=snapshot(0),
+        contact_name="Ana",
+    ),
     row(11, "whatsapp.message.received", direction="inbound", conversation=snapshot(10)),
     row(12, "whatsapp.message.sent", conversation=snapshot(20), contact_name="Ana Ruiz"),
-    row(13, "whatsapp.conversation.inactive", message_id=None, conversation=snapshot(20),
-        inactive=(iso(20), "60")),
-    row(14, "whatsapp.conversation.ended", message_id=None,
-        conversation=snapshot(4000, status="ended")),
+    row(
+        13,
+        "whatsapp.conversation.inactive",
+        message_id=None,
+        conversation=snapshot(20),
+        inactive=(iso(20), "60"),
+    ),
+    row(
+        14,
+        "whatsapp.conversation.ended",
+        message_id=None,
+        conversation=snapshot(4000, status="ended"),
+    ),
     row(15, "whatsapp.message.delivered", conversation=snapshot(30)),  # late, older snapshot
 ]
 

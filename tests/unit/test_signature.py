@@ -30,26 +30,32 @@ def test_reserialised_body_signature_is_rejected():
         signature.verify(vectors.KAPSO_BODY, vectors.KAPSO_RESERIALISED_SIGNATURE, KEYS)
 
 
-@pytest.mark.parametrize("header", [
-    "sha256=" + vectors.KAPSO_SIGNATURE,
-    "SHA256=" + vectors.KAPSO_SIGNATURE,
-    vectors.KAPSO_SIGNATURE.upper(),
-    "  " + vectors.KAPSO_SIGNATURE + " ",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "sha256=" + vectors.KAPSO_SIGNATURE,
+        "SHA256=" + vectors.KAPSO_SIGNATURE,
+        vectors.KAPSO_SIGNATURE.upper(),
+        "  " + vectors.KAPSO_SIGNATURE + " ",
+    ],
+)
 def test_tolerated_spellings(header):
     assert signature.verify(vectors.KAPSO_BODY, header, KEYS)
 
 
-@pytest.mark.parametrize("header, reason", [
-    (None, "missing"),
-    ("", "missing"),
-    (vectors.KAPSO_SIGNATURE[:-1], "malformed"),
-    (vectors.KAPSO_SIGNATURE + "0", "malformed"),
-    ("z" * 64, "malformed"),
-    ("é" + vectors.KAPSO_SIGNATURE[1:], "malformed"),
-    ("٣" * 64, "malformed"),  # non-ASCII digits
-    ("sha1=" + vectors.KAPSO_SIGNATURE, "malformed"),
-])
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        (None, "missing"),
+        ("", "missing"),
+        (vectors.KAPSO_SIGNATURE[:-1], "malformed"),
+        (vectors.KAPSO_SIGNATURE + "0", "malformed"),
+        ("z" * 64, "malformed"),
+        ("é" + vectors.KAPSO_SIGNATURE[1:], "malformed"),
+        ("٣" * 64, "malformed"),  # non-ASCII digits
+        ("sha1=" + vectors.KAPSO_SIGNATURE, "malformed"),
+    ],
+)
 def test_malformed_headers(header, reason):
     with pytest.raises(SignatureError, match=reason):
         signature.verify(vectors.KAPSO_BODY, header, KEYS)

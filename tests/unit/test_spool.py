@@ -6,9 +6,13 @@ from service.log.spool import RawDelivery, Spool, SpoolError, frame
 
 
 def raw(i: int) -> RawDelivery:
-    return RawDelivery("kapso", datetime(2026, 1, 1, tzinfo=UTC), "abcd1234",
-                       (("X-Webhook-Event", "e"), ("X-Idempotency-Key", str(i))),
-                       f'{{"n":{i},"t":"¿qué? 👋"}}'.encode() + b"\xff")
+    return RawDelivery(
+        "kapso",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        "abcd1234",
+        (("X-Webhook-Event", "e"), ("X-Idempotency-Key", str(i))),
+        f'{{"n":{i},"t":"¿qué? 👋"}}'.encode() + b"\xff",
+    )
 
 
 @pytest.fixture
