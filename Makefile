@@ -31,7 +31,8 @@ demo: install
 	$(BIN)/python -m analytics.demo
 
 lint: install
-	$(BIN)/ruff check service analytics tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .kapso-sink exports
