@@ -125,7 +125,7 @@ def run(args) -> dict:
                 }
             finally:
                 exit_code = sink.stop(timeout=30)
-    ingest_rps = round(load["requests"] / (load["duration_us"] / 1e6), 1)
+    ingest_rps = ingest.wrk_figures(load)["rps"]
     figures = {
         "scenario": "api",
         "duration_s": duration,

@@ -164,7 +164,8 @@ def _smallest_sum(multiset: Counter, n: int) -> int:
     return total
 
 
-def _figures(wrk: dict) -> dict:
+def wrk_figures(wrk: dict) -> dict:
+    """Requests/s, latency, status counts, CPU and peak RSS of one wrk run."""
     seconds = wrk["duration_us"] / 1e6
     return {
         "requests": wrk["requests"],
@@ -184,7 +185,7 @@ def _figures(wrk: dict) -> dict:
 
 
 def summarize(args, bare: dict, sink: dict, check: dict, where: str) -> dict:
-    a, b = _figures(bare), _figures(sink["wrk"])
+    a, b = wrk_figures(bare), wrk_figures(sink["wrk"])
     ratio = b["rps"] / a["rps"] if a["rps"] else 0.0
     return {
         "scenario": "ingest",

@@ -46,17 +46,6 @@ def _readyz(url: str) -> tuple[int, dict]:
         return err.code, json.load(err)
 
 
-def _figures(wrk: dict) -> dict:
-    seconds = wrk["duration_us"] / 1e6
-    return {
-        "rps": round(wrk["requests"] / seconds, 1),
-        "p50_ms": wrk["latency_us"]["p50"] / 1000,
-        "p99_ms": wrk["latency_us"]["p99"] / 1000,
-        "status_200": sum(t["ok"] for t in wrk["threads"]),
-        "status_other": sum(t["other"] for t in wrk["threads"]),
-    }
-
-
 def run(args) -> dict:
     from service.embedded import EmbeddedPostgres
 
@@ -130,7 +119,7 @@ def run(args) -> dict:
             finally:
                 exit_code = sink.stop(timeout=30)
     pg.stop()
-    a, b = _figures(steady), _figures(outage)
+    a, b = ingest.wrk_figures(steady), ingest.wrk_figures(outage)
     acked = sum(t["acked"] for t in steady["threads"]) + sum(t["acked"] for t in outage["threads"])
     figures = {
         "scenario": "sustained",

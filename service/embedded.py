@@ -14,7 +14,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import structlog
@@ -149,15 +148,6 @@ class EmbeddedPostgres:
     def stop_if_started(self) -> None:
         if self._started_here:
             self.stop()
-
-
-def wait_until_ready(dsn_socket_dir: Path, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    sock = dsn_socket_dir / f".s.PGSQL.{port}"
-    while not sock.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no socket at {sock}")
-        time.sleep(0.05)
 
 
 def _ensure_server_user() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -110,7 +110,6 @@ class Sink:
     server: TestServer
     pool: asyncpg.Pool
     settings: Settings
-    responses: list = field(default_factory=list)
 
     async def post(self, raw: bytes, headers: dict, path: str = "/webhooks/kapso"):
         async with self.http.post(self.url + path, data=raw, headers=headers) as resp:

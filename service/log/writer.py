@@ -141,10 +141,7 @@ class LogWriter:
             await self._to_spool(batch, "spool not yet drained")
             return
         try:
-            results = await asyncio.wait_for(self._write(batch), self._timeout)
-        except asyncpg.DataError as exc:
-            await self._isolate(batch, exc)
-            return
+            results = await self._write_robust(batch)
         except Exception as exc:  # noqa: BLE001 - spooled, or every waiting request gets 503
             self.stats.failures += 1
             log.warning(
@@ -200,10 +197,10 @@ class LogWriter:
                 delivery, events = self._reparse(raw)
                 chunk.append(_Pending(delivery, events, None))
                 if len(chunk) >= self._batch_max:
-                    await self._write_all(chunk)
+                    await self._write_robust(chunk)
                     chunk = []
             if chunk:
-                await self._write_all(chunk)
+                await self._write_robust(chunk)
         except Exception as exc:  # noqa: BLE001 - try again later
             log.info("spool_drain_waiting", error=type(exc).__name__, records=len(records))
             return False
@@ -212,32 +209,23 @@ class LogWriter:
         log.warning("spool_drained", records=len(records))
         return True
 
-    async def _write_all(self, chunk: list[_Pending]) -> None:
-        """Write spooled deliveries; a payload PostgreSQL refuses is dropped, the raw kept."""
+    async def _write_robust(self, batch: list[_Pending]) -> list[AppendResult]:
+        """Write a batch; if PostgreSQL refuses a value, write each delivery alone and drop
+        the payloads of the one it refuses (its raw body is kept in `deliveries`)."""
         try:
-            await asyncio.wait_for(self._write(chunk), self._timeout)
-            return
+            return await asyncio.wait_for(self._write(batch), self._timeout)
         except asyncpg.DataError:
             pass
-        for pending in chunk:
+        results = []
+        for pending in batch:
             try:
-                await asyncio.wait_for(self._write([pending]), self._timeout)
+                results += await asyncio.wait_for(self._write([pending]), self._timeout)
             except asyncpg.DataError as exc:
+                log.warning("payload_rejected", error=str(exc)[:200])
                 reason = f"payload rejected by PostgreSQL ({type(exc).__name__}); raw body kept"
                 pending.events = [e.without_payload(reason) for e in pending.events]
-                await asyncio.wait_for(self._write([pending]), self._timeout)
-
-    async def _isolate(self, batch: list[_Pending], exc: Exception) -> None:
-        """A value PostgreSQL refused: retry alone, then without the offending payloads."""
-        if len(batch) > 1:
-            for pending in batch:
-                await self._commit([pending])
-            return
-        pending = batch[0]
-        log.warning("payload_rejected", error=str(exc)[:200])
-        reason = f"payload rejected by PostgreSQL ({type(exc).__name__}); raw body kept"
-        pending.events = [e.without_payload(reason) for e in pending.events]
-        await self._commit([pending])
+                results += await asyncio.wait_for(self._write([pending]), self._timeout)
+        return results
 
     async def _write(self, batch: list[_Pending]) -> list[AppendResult]:
         deliveries = {p.delivery.body_sha256: p.delivery for p in batch}

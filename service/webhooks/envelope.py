@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
+from datetime import datetime
 
 import orjson
 
-from service.log.records import clean_text
+from service.log.records import DeliveryRecord, clean_text
 
 _KEPT_HEADERS = ("content-type", "user-agent", "content-length")
+
+
+def delivery_record(
+    body: bytes, headers: Mapping[str, str], kind: str, received_at: datetime, **extra
+) -> DeliveryRecord:
+    """The raw record of one verified delivery, keyed by the SHA-256 of its body."""
+    return DeliveryRecord(
+        hashlib.sha256(body).digest(), received_at, kind, headers_json(headers), body, **extra
+    )
 
 
 def load_json(body: bytes):

@@ -6,7 +6,6 @@ Verified bodies are never rejected for their shape: anything unexpected is store
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -21,8 +20,8 @@ def parse_delivery(
     body: bytes, headers: Mapping[str, str], secret_id: str, received_at: datetime
 ) -> tuple[DeliveryRecord, list[EventRecord]]:
     """Split one verified Kapso delivery into its raw record and its logical events."""
-    body_sha = hashlib.sha256(body).digest()
-    delivery = DeliveryRecord(body_sha, received_at, KIND, envelope.headers_json(headers), body)
+    delivery = envelope.delivery_record(body, headers, KIND, received_at)
+    body_sha = delivery.body_sha256
     doc, error = envelope.load_json(body)
     header_event = clean_text(headers.get("X-Webhook-Event"), 200)
     version = clean_text(headers.get("X-Webhook-Payload-Version"), 20) or _sniff_version(doc)

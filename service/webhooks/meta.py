@@ -29,8 +29,10 @@ def parse_delivery(
     body: bytes, headers: Mapping[str, str], secret_id: str, received_at: datetime
 ) -> tuple[DeliveryRecord, list[EventRecord]]:
     """Split one verified Meta delivery into its raw record and its logical events."""
-    body_sha = hashlib.sha256(body).digest()
-    delivery = DeliveryRecord(body_sha, received_at, KIND, envelope.headers_json(headers), body)
+    delivery = envelope.delivery_record(
+        body, headers, KIND, received_at, key_is_body_sha256=key_matches_body(headers, body)
+    )
+    body_sha = delivery.body_sha256
     common = dict(
         idempotency_key=clean_text(headers.get("X-Idempotency-Key"), 200),
         kind=KIND,

@@ -12,10 +12,5 @@ from service.webhooks import kapso, meta
 def parse_raw(raw: RawDelivery) -> tuple[DeliveryRecord, list[EventRecord]]:
     """Parse a verified delivery of either kind; deterministic, so a drained spool record
     yields exactly the rows the live request would have."""
-    headers = CIMultiDict(raw.headers)
-    if raw.kind == meta.KIND:
-        delivery, events = meta.parse_delivery(raw.body, headers, raw.secret_id, raw.received_at)
-        return delivery._replace(
-            key_is_body_sha256=meta.key_matches_body(headers, raw.body)
-        ), events
-    return kapso.parse_delivery(raw.body, headers, raw.secret_id, raw.received_at)
+    parser = meta if raw.kind == meta.KIND else kapso
+    return parser.parse_delivery(raw.body, CIMultiDict(raw.headers), raw.secret_id, raw.received_at)
