@@ -54,6 +54,9 @@ async def project_batch(
     `rows_after(position)` may supply the input rows (the drain loop prefetches them).
     """
     async with conn.transaction():
+        # plan each batch query for its own arguments: a generic plan cached while a table was
+        # empty (a fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         checkpoints = {
             r["name"]: r["position"] for r in await conn.fetch(Q["lock_checkpoints"], list(names))
         }

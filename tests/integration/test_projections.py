@@ -316,3 +316,31 @@ async def test_status_history_extraction_ignores_odd_entries(sink):
     assert doc["status"] == "failed" and doc["error_code"] is None
     status, odd, _ = await sink.get("/v1/messages/wamid.ODD")
     assert status == 200 and odd["status"] == "sent" and odd["conversation_id"] is None
+
+
+async def test_batch_queries_are_planned_for_their_arguments(database):
+    """A generic plan cached while `messages` was empty would seq-scan it for ever after."""
+    from service import db
+
+    pool = await db.create_pool(database, size=1)
+    try:
+        async with pool.acquire() as conn:
+            for batch in range(8):
+                await conn.execute(
+                    "INSERT INTO events (idem_hash, kind, event_name, received_at, secret_id,"
+                    " body_sha256, message_id, payload) SELECT sha256(($1 || i)::bytea), 'kapso',"
+                    " 'whatsapp.message.received', now(), 'test', sha256('b'::bytea),"
+                    " $1 || i, jsonb_build_object('message', jsonb_build_object('id', $1 || i))"
+                    " FROM generate_series(1, 20) i",
+                    f"wamid.plan{batch}.",
+                )
+                await runner.project_batch(conn)
+            plans = await conn.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement = $1",
+                db.Q["load_messages"],
+            )
+        assert plans and plans[0]["custom_plans"] == 8 and plans[0]["generic_plans"] == 0
+        assert await pool.fetchval("SELECT count(*) FROM messages") == 160
+    finally:
+        await pool.close()
