@@ -78,6 +78,12 @@ def apply(state: Conversation | None, fact: ConversationFact) -> Conversation:
     )
 
 
+def recount(before: dict[str, Conversation], changed: list[Conversation]) -> set[str]:
+    """New conversation rows: their messages may have been projected before the row existed.
+    Existing rows keep counts the messages model maintains."""
+    return {s.id for s in changed if s.id not in before}
+
+
 def from_row(row) -> Conversation:
     inactive = None
     if row["last_inactive_at"] is not None:

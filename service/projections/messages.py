@@ -74,6 +74,22 @@ def apply(state: Message | None, fact: MessageFact) -> Message:
     )
 
 
+def recount(before: dict[str, Message], changed: list[Message]) -> set[str]:
+    """Conversations whose message counts or last message may differ after `changed`: only a
+    new message or a changed conversation, direction or time moves them (receipts do not)."""
+    ids = set()
+    for new in changed:
+        old = before.get(new.id)
+        if old is not None and (old.conversation_id, old.direction, old.message_at) == (
+            new.conversation_id,
+            new.direction,
+            new.message_at,
+        ):
+            continue
+        ids.update(s.conversation_id for s in (old, new) if s is not None and s.conversation_id)
+    return ids
+
+
 def from_row(row) -> Message:
     error = (row["error_code"], row["error_title"] or "") if row["error_code"] is not None else None
     return Message(

@@ -86,7 +86,7 @@ class _Model:
     fold: Callable  # (state | None, fact) -> state
     from_row: Callable
     to_row: Callable
-    touched: Callable  # changed states -> conversation ids whose counts need a refresh
+    touched: Callable  # (states before, changed states) -> conversation ids to recount
 
 
 MODELS = {
@@ -98,7 +98,7 @@ MODELS = {
         messages.apply,
         messages.from_row,
         messages.to_row,
-        lambda states: {s.conversation_id for s in states if s.conversation_id},
+        messages.recount,
     ),
     conversations.NAME: _Model(
         conversations.NAME,
@@ -108,7 +108,7 @@ MODELS = {
         conversations.apply,
         conversations.from_row,
         conversations.to_row,
-        lambda states: {s.id for s in states},
+        conversations.recount,
     ),
 }
 
@@ -128,15 +128,16 @@ async def _project(conn, model: _Model, rows, after: int, last: int) -> set[str]
     touched: set[str] = set()
     if folded:
         ids = list(dict.fromkeys(model.key(f) for f in folded))
-        states = {
+        before = {
             r["id"]: model.from_row(r) for r in await conn.fetch(Q[f"load_{model.name}"], ids)
         }
+        states = dict(before)
         for fact in folded:
             key = model.key(fact)
             states[key] = model.fold(states.get(key), fact)
         changed = [states[i] for i in ids]
         await conn.execute(Q[f"upsert_{model.name}"], _json_rows(map(model.to_row, changed)))
-        touched = model.touched(changed)
+        touched = model.touched(before, changed)
     await conn.execute(Q["save_checkpoint"], model.name, last, skipped)
     return touched
 

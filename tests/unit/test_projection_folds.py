@@ -247,3 +247,20 @@ def test_helpers_are_defensive():
     assert facts.iso_time("2025-02-30T00:00:00Z") is None
     assert facts.iso_time(5) is None and facts.digits(None) is None
     assert facts.digits("+1 (555) 123-4567") == "15551234567"
+
+
+def test_only_new_or_moved_messages_need_a_recount():
+    sent = fold_messages(MESSAGE_ROWS[:1])
+    read = fold_messages(MESSAGE_ROWS[:3])
+    assert messages.recount({}, [sent]) == {CONV}  # a new message
+    assert messages.recount({WAMID: sent}, [read]) == set()  # receipts change no count
+    moved = read._replace(conversation_id="conv-2")
+    assert messages.recount({WAMID: read}, [moved]) == {CONV, "conv-2"}
+    earlier = read._replace(message_at=ts(-5))
+    assert messages.recount({WAMID: read}, [earlier]) == {CONV}  # may no longer be the last
+
+
+def test_only_new_conversation_rows_need_a_recount():
+    state = fold_conversations(CONVERSATION_ROWS[:2])
+    assert conversations.recount({}, [state]) == {CONV}
+    assert conversations.recount({CONV: state}, [state._replace(status="ended")]) == set()
