@@ -5,9 +5,11 @@ deliveries, and the spool is checked to drain completely once PostgreSQL is back
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,11 +33,49 @@ def _ceiling() -> float:
         return FALLBACK_CEILING
 
 
+WARMUP_SHARE = 0.2  # RSS growth is judged from the end of this share of the run
+RSS_SLACK_MIB = 5.0  # allowed difference between the warm and the final RSS
+SAMPLE_EVERY = 10.0  # seconds between RSS samples
+
+
 def _rss_mib(pid: int) -> float:
     proc = psutil.Process(pid)
     return round(
         sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1
     )
+
+
+class RssSampler:
+    """RSS of the service tree every SAMPLE_EVERY seconds, in a thread, while wrk runs."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.samples.append((round(time.monotonic() - self._started), _rss_mib(self.pid)))
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            self._sample()
+
+    def warm(self, seconds: float) -> float:
+        """The first sample taken after the warm-up share of the run."""
+        after = [mib for t, mib in self.samples if t >= seconds * WARMUP_SHARE]
+        return after[0] if after else self.samples[-1][1]
 
 
 def _readyz(url: str) -> tuple[int, dict]:
@@ -80,16 +120,18 @@ def run(args) -> dict:
                     f"fixed rate ~{rate:.0f} req/s (80% of {ceiling:.0f}) for {seconds} s ...",
                     flush=True,
                 )
-                steady = common.run_wrk(
-                    url + ingest.PATH,
-                    ingest.SCRIPT,
-                    threads=ingest.THREADS,
-                    connections=CONNECTIONS,
-                    duration=seconds,
-                    env={"BENCH_REQUESTS_DIR": str(tmp), "BENCH_DELAY_MS": str(delay_ms)},
-                    watch={"server": sink.pid},
-                )
-                rss_end = _rss_mib(sink.pid)
+                with RssSampler(sink.pid) as sampler:
+                    steady = common.run_wrk(
+                        url + ingest.PATH,
+                        ingest.SCRIPT,
+                        threads=ingest.THREADS,
+                        connections=CONNECTIONS,
+                        duration=seconds,
+                        env={"BENCH_REQUESTS_DIR": str(tmp), "BENCH_DELAY_MS": str(delay_ms)},
+                        watch={"server": sink.pid},
+                    )
+                rss_end = sampler.samples[-1][1]
+                rss_warm = sampler.warm(seconds)
                 # the outage: PostgreSQL stops, the sink keeps answering from its spool
                 pg.stop(mode="immediate")
                 outage = common.run_wrk(
@@ -126,11 +168,18 @@ def run(args) -> dict:
         "seconds": seconds,
         "target_rate": round(rate),
         "steady": a,
-        "rss_mib": {"start": rss_start, "end": rss_end, "growth": round(rss_end - rss_start, 1)},
+        "rss_mib": {
+            "idle": rss_start,
+            "warm": rss_warm,
+            "end": rss_end,
+            "growth": round(rss_end - rss_warm, 1),
+            "samples": sampler.samples,
+        },
         "outage": {**b, "spooled_records": spooled, "drain_seconds": drain_seconds},
         "log": {"acknowledged_events": acked, "rows": rows["n"], "distinct": rows["d"]},
         "service_exit_code": exit_code,
         "ok": exit_code == 0
+        and rss_end - rss_warm <= RSS_SLACK_MIB
         and rows["n"] >= acked
         and rows["n"] == rows["d"]
         and b["status_other"] == 0,
@@ -140,7 +189,16 @@ def run(args) -> dict:
         f"  achieved {a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, "
         f"non-200: {a['status_other']}"
     )
-    print(f"  RSS (service and its children): {rss_start} MiB at start, {rss_end} MiB at end")
+    print(
+        f"  RSS (service and its children): {rss_start} MiB idle, {rss_warm} MiB after "
+        f"{WARMUP_SHARE:.0%} of the run, {rss_end} MiB at end "
+        f"(growth {rss_end - rss_warm:+.1f} MiB, allowed {RSS_SLACK_MIB:.0f})"
+    )
+    print(
+        "  RSS every {:.0f} s: {}".format(
+            SAMPLE_EVERY, " ".join(f"{m:.0f}" for _, m in sampler.samples)
+        )
+    )
     print(
         f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
         f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s"

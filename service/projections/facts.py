@@ -26,6 +26,10 @@ CONVERSATION_EVENTS = {
 }
 
 
+# parsed values repeat within and across nearby batches; a small bound keeps memory flat
+_CACHE = 4096
+
+
 class MessageFact(NamedTuple):
     position: int
     received_at: datetime
@@ -71,7 +75,7 @@ def unix_time(value) -> datetime | None:
         return None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_CACHE)
 def _iso(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
@@ -85,7 +89,7 @@ def iso_time(value) -> datetime | None:
     return _iso(value) if isinstance(value, str) else None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_CACHE)
 def digits(phone) -> str | None:
     """A phone number normalised to its digits (`+1 555-123` -> `1555123`)."""
     if not isinstance(phone, str):
