@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,14 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def tune_gc() -> None:
+    """For long-running processes that allocate per request: move what start-up built out of
+    the collector's way, and collect young objects less often (fewer, shorter pauses)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -48,6 +57,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     with database(settings) as dsn:
         app = create_app(settings, dsn)
+        tune_gc()
         log.info("serving", host=settings.host, port=settings.port)
         web.run_app(
             app,
@@ -164,6 +174,7 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
         if args.parent_pid:  # started by serve: end with it, even if it was killed -9
             watcher = asyncio.create_task(_stop_when_orphaned(args.parent_pid, stop))
         pool = await db.create_pool(dsn, size=3)
+        tune_gc()
         try:
             await Projector(pool, dsn, batch_size=args.batch).run(stop)
         finally:
