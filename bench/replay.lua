@@ -77,11 +77,13 @@ function done(summary, latency, requests)
       latency.max, latency.mean, table.concat(per_thread, ",")))
 end
 
--- with BENCH_DELAY_MS set, each connection waits that long between requests: a fixed rate
--- of about connections * 1000 / BENCH_DELAY_MS requests per second (sustained scenario)
+-- with BENCH_DELAY_MS set, each connection waits about that long between requests (sustained
+-- scenario). The pause is drawn from 0.5x..1.5x so connections drift apart rather than firing
+-- in step, which would turn a fixed rate into bursts.
 local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if pause then
+   math.randomseed(os.time())
    function delay()
-      return pause
+      return math.floor(pause * (0.5 + math.random()))
    end
 end

@@ -20,8 +20,8 @@ import psutil
 from bench import api_latency, common, ingest
 from bench.bodies import write_streams
 
-CONNECTIONS = 32
-EXPECTED_LATENCY_MS = 12  # subtracted from each connection's pause: wrk waits for the answer first
+CONNECTIONS = 128  # each pauses between requests, so the pause, not the latency, sets the rate
+CALIBRATION_SECONDS = 15
 FALLBACK_CEILING = 1000.0  # req/s, when the ingest scenario has not been run yet
 
 
@@ -78,6 +78,35 @@ class RssSampler:
         return after[0] if after else self.samples[-1][1]
 
 
+def _paced(url: str, requests: Path, delay_ms: int, seconds: int, pid: int) -> dict:
+    return common.run_wrk(
+        url + ingest.PATH,
+        ingest.SCRIPT,
+        threads=ingest.THREADS,
+        connections=CONNECTIONS,
+        duration=seconds,
+        env={"BENCH_REQUESTS_DIR": str(requests), "BENCH_DELAY_MS": str(delay_ms)},
+        watch={"server": pid},
+    )
+
+
+def _calibrate(url: str, requests: Path, rate: float, pid: int) -> tuple[dict, int]:
+    """The pause per connection that gives `rate`: wrk waits for each answer before pausing,
+    so a connection's cycle is pause + latency; measure the latency at a first guess."""
+    guess = round(CONNECTIONS * 1000 / rate)
+    trial = _paced(url, requests, guess, CALIBRATION_SECONDS, pid)
+    achieved = ingest.wrk_figures(trial)["rps"]
+    cycle_ms = CONNECTIONS * 1000 / max(achieved, 1.0)
+    latency_ms = max(0.0, cycle_ms - guess)
+    delay_ms = max(1, round(CONNECTIONS * 1000 / rate - latency_ms))
+    print(
+        f"  calibration: pause {guess} ms gave {achieved:.0f} req/s "
+        f"(latency ~{latency_ms:.0f} ms); pausing {delay_ms} ms",
+        flush=True,
+    )
+    return trial, delay_ms
+
+
 def _readyz(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
@@ -93,7 +122,6 @@ def run(args) -> dict:
     seconds = args.sustain
     ceiling = _ceiling()
     rate = 0.8 * ceiling
-    delay_ms = max(1, round(CONNECTIONS * 1000 / rate - EXPECTED_LATENCY_MS))
     pg = EmbeddedPostgres(common.ROOT / ".kapso-sink" / "pg-bench-sustained")
     admin = pg.start()
     with tempfile.TemporaryDirectory(prefix="kapso-bench-sustained-") as tmp_name:
@@ -102,7 +130,17 @@ def run(args) -> dict:
         per_thread = math.ceil(rate * seconds * 1.1 / ingest.THREADS)
         print(f"generating {per_thread * ingest.THREADS} signed deliveries ...", flush=True)
         write_streams(tmp, ingest.SECRET.encode(), per_thread, ingest.THREADS)
-        outage_dir = tmp / "outage"  # other deliveries, so none of them is a duplicate
+        # other deliveries for the calibration and the outage, so none of them is a duplicate
+        calibration_dir = tmp / "calibration"
+        calibration_dir.mkdir()
+        write_streams(
+            calibration_dir,
+            ingest.SECRET.encode(),
+            math.ceil(rate * CALIBRATION_SECONDS * 1.2 / ingest.THREADS),
+            ingest.THREADS,
+            seed=9,
+        )
+        outage_dir = tmp / "outage"
         outage_dir.mkdir()
         write_streams(
             outage_dir,
@@ -116,20 +154,13 @@ def run(args) -> dict:
             try:
                 time.sleep(2)
                 rss_start = _rss_mib(sink.pid)
+                calibration, delay_ms = _calibrate(url, calibration_dir, rate, sink.pid)
                 print(
                     f"fixed rate ~{rate:.0f} req/s (80% of {ceiling:.0f}) for {seconds} s ...",
                     flush=True,
                 )
                 with RssSampler(sink.pid) as sampler:
-                    steady = common.run_wrk(
-                        url + ingest.PATH,
-                        ingest.SCRIPT,
-                        threads=ingest.THREADS,
-                        connections=CONNECTIONS,
-                        duration=seconds,
-                        env={"BENCH_REQUESTS_DIR": str(tmp), "BENCH_DELAY_MS": str(delay_ms)},
-                        watch={"server": sink.pid},
-                    )
+                    steady = _paced(url, tmp, delay_ms, seconds, sink.pid)
                 rss_end = sampler.samples[-1][1]
                 rss_warm = sampler.warm(seconds)
                 # the outage: PostgreSQL stops, the sink keeps answering from its spool
@@ -162,11 +193,12 @@ def run(args) -> dict:
                 exit_code = sink.stop(timeout=30)
     pg.stop()
     a, b = ingest.wrk_figures(steady), ingest.wrk_figures(outage)
-    acked = sum(t["acked"] for t in steady["threads"]) + sum(t["acked"] for t in outage["threads"])
+    acked = sum(t["acked"] for run in (calibration, steady, outage) for t in run["threads"])
     figures = {
         "scenario": "sustained",
         "seconds": seconds,
         "target_rate": round(rate),
+        "pause_ms": delay_ms,
         "steady": a,
         "rss_mib": {
             "idle": rss_start,
