@@ -23,6 +23,7 @@ THREADS = 2
 MAX_RATE = 25_000  # req/s we size the request files for: no body is sent twice below this
 SCRIPT = Path(__file__).resolve().parent / "replay.lua"
 TARGET_RATIO, TARGET_P99_MS = 0.60, 50.0
+WARMUP_SECONDS = 3  # each server gets this much load first (its own bodies), not measured
 PATH = "/webhooks/kapso"
 
 
@@ -35,6 +36,15 @@ def run(args) -> dict:
         print(f"generating {per_thread * THREADS} signed deliveries ...", flush=True)
         started = time.monotonic()
         counts = write_streams(tmp, SECRET.encode(), per_thread, THREADS)
+        warmup_dir = tmp / "warmup"  # other deliveries: none of the measured ones is a duplicate
+        warmup_dir.mkdir()
+        write_streams(
+            warmup_dir,
+            SECRET.encode(),
+            math.ceil(MAX_RATE * WARMUP_SECONDS / THREADS),
+            THREADS,
+            seed=9,
+        )
         print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
         load = dict(
             threads=THREADS,
@@ -42,34 +52,41 @@ def run(args) -> dict:
             duration=duration,
             env={"BENCH_REQUESTS_DIR": str(tmp)},
         )
+        warmup = {
+            **load,
+            "duration": WARMUP_SECONDS,
+            "env": {"BENCH_REQUESTS_DIR": str(warmup_dir)},
+        }
 
         print("(a) bare aiohttp handler ...", flush=True)
-        bare = run_bare(tmp, load)
+        bare = run_bare(tmp, load, warmup)
 
         with common.database_server() as (admin_dsn, where, pg_pid):
             with common.fresh_database(admin_dsn) as dsn:
                 print(f"(b) kapso-sink on a fresh database ({where}) ...", flush=True)
-                sink = run_sink(tmp, dsn, pg_pid, load)
+                sink = run_sink(tmp, dsn, pg_pid, load, warmup)
                 # xmin: the id of the transaction that wrote the row, i.e. one group commit
                 row = common.sql(
                     dsn,
                     "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d, "
                     "count(DISTINCT xmin::text) AS commits FROM events",
                 )[0]
-    check = log_check(sink["wrk"], counts, row["n"], row["d"])
+    before = sink["rows_before"]  # the warm-up's events
+    check = log_check(sink["wrk"], counts, row["n"] - before, row["d"] - before)
     check["commits"] = row["commits"]
     figures = summarize(args, bare, sink, check, where)
     print_table(figures)
     return figures
 
 
-def run_bare(tmp: Path, load: dict) -> dict:
+def run_bare(tmp: Path, load: dict, warmup: dict) -> dict:
     port = common.free_port()
     child = common.Child(
         "bare aiohttp", [sys.executable, "-m", "bench.bare", "--port", str(port)], tmp / "bare.log"
     )
     try:
         common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
+        common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={}, **warmup)
         return common.run_wrk(
             f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={"server": child.pid}, **load
         )
@@ -77,7 +94,7 @@ def run_bare(tmp: Path, load: dict) -> dict:
         child.stop()
 
 
-def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict) -> dict:
+def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict) -> dict:
     port = common.free_port()
     env = {
         **os.environ,
@@ -94,6 +111,9 @@ def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict) -> dict:
     try:
         common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
         rss_start = common.Watch({"server": child.pid}).rss("server")
+        common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={}, **warmup)
+        time.sleep(1)  # what was in flight when wrk stopped has committed
+        rows_before = common.sql(dsn, "SELECT count(*) AS n FROM events")[0]["n"]
         result = common.run_wrk(
             f"http://127.0.0.1:{port}{PATH}",
             SCRIPT,
@@ -104,7 +124,12 @@ def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict) -> dict:
         exit_code = child.stop(timeout=30)
         common.RESULTS.mkdir(exist_ok=True)
         (common.RESULTS / "ingest-kapso-sink.log").write_bytes(log_path.read_bytes())
-    return {"wrk": result, "rss_start": rss_start, "exit_code": exit_code}
+    return {
+        "wrk": result,
+        "rss_start": rss_start,
+        "exit_code": exit_code,
+        "rows_before": rows_before,
+    }
 
 
 def log_check(wrk: dict, counts: list, rows: int, distinct: int) -> dict:
@@ -215,7 +240,8 @@ def print_table(f: dict) -> None:
     met = "met" if f["target"]["met"] else "MISSED"
     print()
     print(
-        f"scenario ingest ({f['connections']} connections, {f['duration_s']:g} s, "
+        f"scenario ingest ({f['connections']} connections, {f['duration_s']:g} s after a "
+        f"{WARMUP_SECONDS} s warm-up, "
         f"wrk {f['wrk_threads']} threads, {f['cpus']} CPUs shared with the servers)"
     )
     print(f"{'':18}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>9}{'200s':>9}{'other':>7}")
