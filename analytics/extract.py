@@ -185,7 +185,8 @@ def write_table(conn, sql: str, path: Path) -> int:
         cur.execute(sql)
         reader = cur.fetch_record_batch()
         schema = pa.schema([f.remove_metadata() for f in reader.schema])
-        with _writer(path, schema, True, True) as writer:
+        # no dictionaries: on unique keys (ids) they cost CPU and double the file size
+        with _writer(path, schema, False, True) as writer:
             for batch in reader:
                 writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
                 rows += batch.num_rows
