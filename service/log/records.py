@@ -56,13 +56,12 @@ def idem_hash(*parts: bytes | str) -> bytes:
 
 def clean_text(value, limit: int = _MAX_TEXT) -> str | None:
     """A value as text PostgreSQL accepts: no NULs, no lone surrogates, bounded length."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        value = str(value)
     if not isinstance(value, str):
-        return None
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        value = str(value)
     if "\x00" in value:
         value = value.replace("\x00", "")
-    value = value.encode("utf-8", "replace").decode("utf-8")
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return value[:limit] or None

@@ -107,13 +107,16 @@ class LogWriter:
         and the database unreachable, fsynced to the spool)."""
         if self._closing:
             raise StoreUnavailable("shutting down")
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._queue.append(_Pending(delivery, events, future, raw))
         self._wake.set()
+        # one timer instead of wait_for + shield (much cheaper); a late commit still lands
+        timer = loop.call_later(self._timeout, _expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
-        except TimeoutError:
-            raise StoreUnavailable("the event log did not commit in time") from None
+            return await future
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -234,7 +237,7 @@ class LogWriter:
             rows = await conn.fetch(
                 Q["append_batch"], *_delivery_columns(deliveries.values()), *_event_columns(events)
             )
-        inserted = {r["idem_hash"]: r["position"] for r in rows}
+        inserted = dict(rows)  # (idem_hash, position) pairs
         return self._tally(batch, inserted)
 
     def _tally(self, batch: list[_Pending], inserted: dict[bytes, int]) -> list[AppendResult]:
@@ -258,33 +261,19 @@ class LogWriter:
         return results
 
 
-def _delivery_columns(deliveries) -> list[list]:
-    rows = list(deliveries)
-    return [
-        [d.body_sha256 for d in rows],
-        [d.received_at for d in rows],
-        [d.kind for d in rows],
-        [d.headers for d in rows],
-        [d.body for d in rows],
-        [d.key_is_body_sha256 for d in rows],
-    ]
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(StoreUnavailable("the event log did not commit in time"))
 
 
-def _event_columns(events: list[EventRecord]) -> list[list]:
-    return [
-        [e.idem_hash for e in events],
-        [e.idempotency_key for e in events],
-        [e.kind for e in events],
-        [e.event_name for e in events],
-        [e.payload_version for e in events],
-        [e.batch_index for e in events],
-        [e.batch_info for e in events],
-        [e.received_at for e in events],
-        [e.secret_id for e in events],
-        [e.body_sha256 for e in events],
-        [e.phone_number_id for e in events],
-        [e.conversation_id for e in events],
-        [e.message_id for e in events],
-        [e.payload for e in events],
-        [e.parse_error for e in events],
-    ]
+def _columns(rows: list, width: int) -> list[tuple]:
+    """One array per record field, in field order (the SQL function's argument order)."""
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
+def _delivery_columns(deliveries) -> list[tuple]:
+    return _columns(list(deliveries), len(DeliveryRecord._fields))
+
+
+def _event_columns(events: list[EventRecord]) -> list[tuple]:
+    return _columns(events, len(EventRecord._fields))

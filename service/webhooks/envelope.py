@@ -41,27 +41,39 @@ def load_json(body: bytes):
 
 
 def headers_json(headers: Mapping[str, str]) -> str:
-    """The delivery's protocol headers (X-*, content type) as a JSON object."""
-    kept: dict[str, str] = {}
-    for name in headers.keys():
+    """The delivery's protocol headers (X-*, content type) as a JSON object: names in lower
+    case, the values of a repeated header joined with ", ", at most 64 names."""
+    every_value = hasattr(headers, "getall")  # a multidict repeats names
+    kept: dict[str, list[str]] = {}
+    for name, value in headers.items():
         lower = name.lower()
-        if (lower.startswith("x-") or lower in _KEPT_HEADERS) and lower not in kept:
-            values = headers.getall(name) if hasattr(headers, "getall") else [headers[name]]
-            kept[lower] = clean_text(", ".join(values), 2000) or ""
-        if len(kept) >= 64:
-            break
-    return orjson.dumps(kept).decode()
+        if lower.startswith("x-") or lower in _KEPT_HEADERS:
+            values = kept.get(lower)
+            if values is None:
+                if len(kept) < 64:
+                    kept[lower] = [value]
+            elif every_value:
+                values.append(value)
+    return orjson.dumps(
+        {name: clean_text(", ".join(values), 2000) or "" for name, values in kept.items()}
+    ).decode()
 
 
 def dump_json(value) -> tuple[str | None, str | None]:
     """Serialise a value for a jsonb column; return (text, None) or (None, reason)."""
     try:
-        if _has_nonfinite(value):
+        text = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError, RecursionError):
+        text = None  # the reason is found below, checked in the usual order
+    try:
+        # orjson writes NaN and infinities as null: without a null there are none to look for
+        if (text is None or b"null" in text) and _has_nonfinite(value):
             return (
                 None,
                 "item holds a number JSON cannot carry (NaN, Infinity or overflow); raw body kept",
             )
-        text = orjson.dumps(value)
+        if text is None:
+            text = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError, RecursionError) as exc:
         return None, clean_text(f"item not storable as JSON: {type(exc).__name__} {exc}", 300)
     if b"\\u0000" in text:
@@ -93,6 +105,15 @@ def first_text(*values) -> str | None:
     """The first value that makes non-empty text."""
     for value in values:
         text = clean_text(value)
+        if text:
+            return text
+    return None
+
+
+def first_text_at(obj, *paths: tuple[str, ...]) -> str | None:
+    """The first non-empty text found at any of `paths` in obj; later paths are not read."""
+    for path in paths:
+        text = clean_text(get(obj, *path))
         if text:
             return text
     return None

@@ -104,21 +104,25 @@ def _sniff_version(doc) -> str | None:
     return None
 
 
+_PHONE_NUMBER_ID = (
+    ("phone_number_id",),
+    ("conversation", "phone_number_id"),
+    ("message", "kapso", "phone_number_id"),
+    ("whatsapp_config", "phone_number_id"),
+)
+_CONVERSATION_ID = (
+    ("conversation", "id"),
+    ("message", "kapso", "whatsapp_conversation_id"),
+    ("whatsapp_conversation_id",),
+    ("conversation_id",),
+)
+
+
 def _ids(doc, batch_info) -> dict:
     """Pull the ids projections need out of any known Kapso shape (v1, v2, project)."""
     return {
-        "phone_number_id": envelope.first_text(
-            envelope.get(doc, "phone_number_id"),
-            envelope.get(doc, "conversation", "phone_number_id"),
-            envelope.get(doc, "message", "kapso", "phone_number_id"),
-            envelope.get(doc, "whatsapp_config", "phone_number_id"),
-        ),
-        "conversation_id": envelope.first_text(
-            envelope.get(doc, "conversation", "id"),
-            envelope.get(doc, "message", "kapso", "whatsapp_conversation_id"),
-            envelope.get(doc, "whatsapp_conversation_id"),
-            envelope.get(doc, "conversation_id"),
-            envelope.get(batch_info, "conversation_id"),
-        ),
+        "phone_number_id": envelope.first_text_at(doc, *_PHONE_NUMBER_ID),
+        "conversation_id": envelope.first_text_at(doc, *_CONVERSATION_ID)
+        or envelope.first_text(envelope.get(batch_info, "conversation_id")),
         "message_id": envelope.first_text(envelope.get(doc, "message", "id")),
     }

@@ -45,16 +45,18 @@ def verify(request: web.Request, body: bytes, header: str = "X-Webhook-Signature
 
 def _text(value: str) -> str:
     # aiohttp maps undecodable header bytes to surrogates; keep them visible but valid UTF-8
+    if value.isascii():
+        return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def raw_delivery(request: web.Request, kind: str, body: bytes, secret_id: str) -> RawDelivery:
-    headers = tuple(
-        (_text(k), _text(v))
-        for k, v in request.headers.items()
-        if k.lower().startswith("x-") or k.lower() == "content-type"
-    )
-    return RawDelivery(kind, datetime.now(UTC), secret_id, headers, body)
+    headers = []
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower.startswith("x-") or lower == "content-type":
+            headers.append((_text(name), _text(value)))
+    return RawDelivery(kind, datetime.now(UTC), secret_id, tuple(headers), body)
 
 
 async def append(request: web.Request, raw: RawDelivery) -> web.Response:

@@ -36,9 +36,9 @@ class Keyring:
 
 def parse_header(header: str | None) -> bytes:
     """Decode a signature header (bare hex, optional `sha256=` prefix) into digest bytes."""
-    if header is None or not header.strip():
+    sig = header.strip() if header is not None else ""
+    if not sig:
         raise SignatureError("missing signature header")
-    sig = header.strip()
     if sig[:7].lower() == "sha256=":
         sig = sig[7:]
     if not sig.isascii() or not _HEX64.fullmatch(sig):
@@ -51,7 +51,7 @@ def verify(body: bytes, header: str | None, keyring: Keyring) -> str:
     expected = parse_header(header)
     matched = None
     for key_id, secret in keyring.keys:
-        digest = hmac.new(secret, body, hashlib.sha256).digest()
+        digest = hmac.digest(secret, body, "sha256")
         # compare against every key so timing does not reveal which one matched
         if hmac.compare_digest(digest, expected) and matched is None:
             matched = key_id
