@@ -12,6 +12,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from service import keys, middleware
 from service.projections import runner
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class _WriterCollector:
     """Stored/duplicate counts by event name, read from the writer's own tallies at scrape."""
@@ -54,6 +56,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], Histogram] = {}
         self.lag_events = Gauge(
             "kapso_sink_projection_lag_events",
             "Log events not yet projected",
@@ -79,7 +82,12 @@ class Metrics:
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        self.requests.labels(request.method, name, str(status)).observe(seconds)
+        method = request.method if request.method in _METHODS else "other"  # clients pick it
+        key = (method, name, status)
+        child = self._children.get(key)
+        if child is None:  # labels() locks and validates: look each child up once
+            child = self._children[key] = self.requests.labels(method, name, str(status))
+        child.observe(seconds)
         if request.get(keys.signature_failure):
             self.signature_failures.inc()
 

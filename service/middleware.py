@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 import structlog
 from aiohttp import web
 
-from service import keys
+from service import keys, logs
 from service.errors import ApiError, error_response
 from service.log.records import clean_text
 
@@ -41,16 +42,17 @@ async def request_context(request: web.Request, handler):
         log.exception("unhandled_error", path=request.path, request_id=request_id)
         response = error_response(500, "internal_error", f"unexpected error (request {request_id})")
     response.headers["X-Request-Id"] = request_id
-    log.info(
-        "request",
-        method=request.method,
-        path=request.path,
-        status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        stored=request.get(keys.stored),
-        duplicates=request.get(keys.duplicates),
-        request_id=request_id,
-    )
+    if logs.enabled(logging.INFO):
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            stored=request.get(keys.stored),
+            duplicates=request.get(keys.duplicates),
+            request_id=request_id,
+        )
     observe = request.app.get(_OBSERVER)
     if observe is not None:
         observe(request, response.status, time.perf_counter() - started)

@@ -213,6 +213,17 @@ async def test_prometheus_metrics(sink):
     assert "kapso_sink_projection_lag_seconds" in text
 
 
+async def test_metric_labels_do_not_grow_with_unusual_methods(sink):
+    webdav = ("PROPFIND", "MKCOL", "LOCK", "UNLOCK", "SEARCH")
+    for method in webdav:
+        async with sink.http.request(method, sink.url + "/healthz") as resp:
+            assert resp.status == 405
+    async with sink.http.get(sink.url + "/metrics") as resp:
+        text = await resp.text()
+    assert not any(method in text for method in webdav)
+    assert 'method="other",route="unmatched",status="405"} 5.0' in text
+
+
 async def test_openapi_covers_every_route(sink):
     status, doc, _ = await sink.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
