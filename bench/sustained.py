@@ -39,10 +39,19 @@ SAMPLE_EVERY = 10.0  # seconds between RSS samples
 
 
 def _rss_mib(pid: int) -> float:
+    return round(sum(_rss_by_process(pid).values()), 1)
+
+
+def _rss_by_process(pid: int) -> dict[str, float]:
+    """MiB per process of the service tree: `service`, and each child by its subcommand."""
     proc = psutil.Process(pid)
-    return round(
-        sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1
-    )
+    out = {"service": proc.memory_info().rss / 2**20}
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            args = child.cmdline()
+            name = args[3] if len(args) > 3 and args[1:3] == ["-m", "service"] else child.name()
+            out[name] = out.get(name, 0.0) + child.memory_info().rss / 2**20
+    return out
 
 
 class RssSampler:
@@ -51,6 +60,7 @@ class RssSampler:
     def __init__(self, pid: int):
         self.pid = pid
         self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self.processes: list[dict[str, float]] = []  # MiB per process, with each sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -66,7 +76,11 @@ class RssSampler:
 
     def _sample(self) -> None:
         with contextlib.suppress(psutil.Error):
-            self.samples.append((round(time.monotonic() - self._started), _rss_mib(self.pid)))
+            each = _rss_by_process(self.pid)
+            self.samples.append(
+                (round(time.monotonic() - self._started), round(sum(each.values()), 1))
+            )
+            self.processes.append({name: round(mib, 1) for name, mib in each.items()})
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
@@ -206,16 +220,15 @@ def run(args) -> dict:
             "end": rss_end,
             "growth": round(rss_end - rss_warm, 1),
             "samples": sampler.samples,
+            "by_process": sampler.processes,
         },
         "outage": {**b, "spooled_records": spooled, "drain_seconds": drain_seconds},
         "log": {"acknowledged_events": acked, "rows": rows["n"], "distinct": rows["d"]},
         "service_exit_code": exit_code,
-        "ok": exit_code == 0
-        and rss_end - rss_warm <= RSS_SLACK_MIB
-        and rows["n"] >= acked
-        and rows["n"] == rows["d"]
-        and b["status_other"] == 0,
     }
+    log_ok = rows["n"] >= acked and rows["n"] == rows["d"] and b["status_other"] == 0
+    rss_ok = rss_end - rss_warm <= RSS_SLACK_MIB
+    figures["ok"] = exit_code == 0 and log_ok and rss_ok
     print(f"\nscenario sustained ({seconds} s at ~{rate:.0f} req/s, {CONNECTIONS} connections)")
     print(
         f"  achieved {a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, "
@@ -224,13 +237,22 @@ def run(args) -> dict:
     print(
         f"  RSS (service and its children): {rss_start} MiB idle, {rss_warm} MiB after "
         f"{WARMUP_SHARE:.0%} of the run, {rss_end} MiB at end "
-        f"(growth {rss_end - rss_warm:+.1f} MiB, allowed {RSS_SLACK_MIB:.0f})"
+        f"(growth {rss_end - rss_warm:+.1f} MiB, allowed {RSS_SLACK_MIB:.0f}): "
+        f"{'PASS' if rss_ok else 'FAIL'}"
     )
     print(
         "  RSS every {:.0f} s: {}".format(
             SAMPLE_EVERY, " ".join(f"{m:.0f}" for _, m in sampler.samples)
         )
     )
+    warm_at = next(
+        i
+        for i, (t, _) in enumerate(sampler.samples)
+        if t >= seconds * WARMUP_SHARE or i == len(sampler.samples) - 1
+    )
+    for name, end in sampler.processes[-1].items():
+        warm = sampler.processes[warm_at].get(name, 0.0)
+        print(f"    {name}: {warm:.1f} -> {end:.1f} MiB ({end - warm:+.1f})")
     print(
         f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
         f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s"
@@ -238,6 +260,6 @@ def run(args) -> dict:
     print(
         f"  log: {acked} acknowledged events, {rows['n']} rows, "
         f"{'no duplicates' if rows['n'] == rows['d'] else 'DUPLICATES'}: "
-        f"{'PASS' if figures['ok'] else 'FAIL'}"
+        f"{'PASS' if log_ok else 'FAIL'}"
     )
     return figures
