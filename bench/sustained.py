@@ -121,6 +121,12 @@ def _calibrate(url: str, requests: Path, rate: float, pid: int) -> tuple[dict, i
     return trial, delay_ms
 
 
+def _projection_lag(url: str) -> int:
+    """Log events the projector has yet to fold, the most behind of the read models."""
+    with urllib.request.urlopen(url + "/v1/projections", timeout=5) as resp:
+        return max(p["lag_events"] for p in json.load(resp)["projections"])
+
+
 def _readyz(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
@@ -176,6 +182,7 @@ def run(args) -> dict:
                 with RssSampler(sink.pid) as sampler:
                     steady = _paced(url, tmp, delay_ms, seconds, sink.pid)
                 rss_end = sampler.samples[-1][1]
+                lag = _projection_lag(url)
                 rss_warm = sampler.warm(seconds)
                 # the outage: PostgreSQL stops, the sink keeps answering from its spool
                 pg.stop(mode="immediate")
@@ -213,6 +220,7 @@ def run(args) -> dict:
         "seconds": seconds,
         "target_rate": round(rate),
         "pause_ms": delay_ms,
+        "projection_lag_at_end": lag,
         "steady": a,
         "rss_mib": {
             "idle": rss_start,
@@ -253,6 +261,7 @@ def run(args) -> dict:
     for name, end in sampler.processes[-1].items():
         warm = sampler.processes[warm_at].get(name, 0.0)
         print(f"    {name}: {warm:.1f} -> {end:.1f} MiB ({end - warm:+.1f})")
+    print(f"  projector lag when the load stopped: {lag} events")
     print(
         f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
         f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s"
