@@ -86,10 +86,12 @@ class RssSampler:
         while not self._stop.wait(SAMPLE_EVERY):
             self._sample()
 
-    def warm(self, seconds: float) -> float:
-        """The first sample taken after the warm-up share of the run."""
-        after = [mib for t, mib in self.samples if t >= seconds * WARMUP_SHARE]
-        return after[0] if after else self.samples[-1][1]
+    def warm(self, seconds: float) -> int:
+        """Index of the first sample taken after the warm-up share of the run."""
+        return next(
+            (i for i, (t, _) in enumerate(self.samples) if t >= seconds * WARMUP_SHARE),
+            len(self.samples) - 1,
+        )
 
 
 def _paced(url: str, requests: Path, delay_ms: int, seconds: int, pid: int) -> dict:
@@ -183,7 +185,8 @@ def run(args) -> dict:
                     steady = _paced(url, tmp, delay_ms, seconds, sink.pid)
                 rss_end = sampler.samples[-1][1]
                 lag = _projection_lag(url)
-                rss_warm = sampler.warm(seconds)
+                warm_at = sampler.warm(seconds)
+                rss_warm = sampler.samples[warm_at][1]
                 # the outage: PostgreSQL stops, the sink keeps answering from its spool
                 pg.stop(mode="immediate")
                 outage = common.run_wrk(
@@ -252,11 +255,6 @@ def run(args) -> dict:
         "  RSS every {:.0f} s: {}".format(
             SAMPLE_EVERY, " ".join(f"{m:.0f}" for _, m in sampler.samples)
         )
-    )
-    warm_at = next(
-        i
-        for i, (t, _) in enumerate(sampler.samples)
-        if t >= seconds * WARMUP_SHARE or i == len(sampler.samples) - 1
     )
     for name, end in sampler.processes[-1].items():
         warm = sampler.processes[warm_at].get(name, 0.0)
