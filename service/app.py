@@ -105,6 +105,7 @@ async def _writer(app: web.Application):
         app[keys.pool],
         batch_max=settings.batch_max,
         commit_timeout=settings.commit_timeout,
+        concurrency=max(1, min(4, settings.pool_size // 2)),  # leave connections for queries
         spool=spool,
         reparse=parse.parse_raw,
     )

@@ -3,12 +3,16 @@
 Commit order and position order. Positions come from an identity column, and a reader
 (the projector) follows the log with `position > checkpoint`. If two transactions could
 append at once, the one holding the lower positions might commit after a reader had
-already passed them, and those events would be skipped forever. We rule that out by
-serialising appends: inside a process a single writer task runs one transaction at a
-time, and across processes every append transaction first takes the same transaction-
-scoped advisory lock (the whole append is one call of the SQL function in migration 0004). Positions are drawn only while the lock is held and the lock is
-released only after commit, so commit order equals position order on the whole database.
-Each committed batch sends one NOTIFY, delivered to listeners when the transaction commits.
+already passed them, and those events would be skipped forever. We rule that out with one
+transaction-scoped advisory lock that every append takes first (the whole append is one
+call of the SQL function in migration 0005): positions are drawn only while it is held, and
+it is released only after commit, so commit order equals position order on the whole
+database, whatever the number of writers and processes.
+
+A writer keeps a few append transactions in flight (`concurrency`): while one holds the
+lock and commits, the next batch is already encoded, sent and waiting for the lock, so the
+lock is never idle for a round trip or for the event loop. Each committed batch sends one
+NOTIFY, delivered to listeners when the transaction commits.
 """
 
 from __future__ import annotations
@@ -62,7 +66,10 @@ class WriterStats:
 
 
 class LogWriter:
-    """The one appender of a process; `append()` returns once the rows are committed."""
+    """The one appender of a process; `append()` returns once the rows are committed.
+
+    Up to `concurrency` batches are in flight at once (each on its own pool connection).
+    """
 
     def __init__(
         self,
@@ -73,6 +80,7 @@ class LogWriter:
         spool=None,
         reparse=None,
         retry_every: float = 1.0,
+        concurrency: int = 4,
     ):
         self._pool = pool
         self.spool = spool
@@ -80,6 +88,8 @@ class LogWriter:
         self._retry_every = retry_every
         self._batch_max = batch_max
         self._timeout = commit_timeout
+        self._concurrency = max(1, concurrency)
+        self._spool_lock = asyncio.Lock()
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -119,24 +129,40 @@ class LogWriter:
             timer.cancel()
 
     async def _run(self) -> None:
+        inflight: set[asyncio.Task] = set()
         while True:
             if self.spool is not None and self.spool.pending:
+                await _settle(inflight)  # draining keeps arrival order: nothing else in flight
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._retry_every)
                 await self._drain_spool()
             else:
                 await self._wake.wait()
             self._wake.clear()
-            while self._queue:
+            while self._queue and len(inflight) < self._concurrency:
                 batch = self._queue[: self._batch_max]
                 del self._queue[: self._batch_max]
-                try:
-                    await self._commit(batch)
-                except Exception:  # noqa: BLE001 - the writer must outlive any one batch
-                    log.exception("writer_batch_failed", deliveries=len(batch))
-                    self._fail(batch, "the event log is unavailable")
-            if self._closing:
-                return
+                task = asyncio.create_task(self._commit_logged(batch))
+                inflight.add(task)
+                task.add_done_callback(self._done(inflight))
+            if self._closing and not self._queue:
+                await _settle(inflight)
+                if not self._queue:
+                    return
+
+    def _done(self, inflight: set):
+        def callback(task: asyncio.Task) -> None:
+            inflight.discard(task)
+            self._wake.set()  # a slot is free: start the next batch
+
+        return callback
+
+    async def _commit_logged(self, batch: list[_Pending]) -> None:
+        try:
+            await self._commit(batch)
+        except Exception:  # noqa: BLE001 - the writer must outlive any one batch
+            log.exception("writer_batch_failed", deliveries=len(batch))
+            self._fail(batch, "the event log is unavailable")
 
     async def _commit(self, batch: list[_Pending]) -> None:
         if self.spool is not None and self.spool.pending:
@@ -171,7 +197,8 @@ class LogWriter:
         """fsync the batch's raw deliveries to the spool, then answer them."""
         try:
             records = [p.raw.encode() for p in batch]
-            await asyncio.to_thread(self.spool.append, records)
+            async with self._spool_lock:  # batches in flight may fail together
+                await asyncio.to_thread(self.spool.append, records)
         except (SpoolError, TypeError, ValueError) as exc:
             log.error("spool_refused", reason=str(exc), deliveries=len(batch))
             self._fail(batch, f"the event log is unavailable and {exc}")
@@ -259,6 +286,11 @@ class LogWriter:
             stats.duplicates += dupes
             results.append(AppendResult(stored, dupes, tuple(positions)))
         return results
+
+
+async def _settle(tasks: set[asyncio.Task]) -> None:
+    if tasks:
+        await asyncio.wait(set(tasks))
 
 
 def _expire(future: asyncio.Future) -> None:

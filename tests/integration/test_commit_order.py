@@ -101,3 +101,45 @@ async def test_a_tailing_reader_never_skips_an_event(database, writers):
         for p in pools:
             await p.close()
         await reader.close()
+
+
+async def test_one_writer_keeps_several_appends_in_flight_and_in_order(database):
+    """While one append waits for the lock, the next batches are already queued behind it in
+    PostgreSQL (not in Python), and they still commit in the order they were started."""
+    pool = await db.create_pool(database, size=4)
+    writer = log_writer.LogWriter(pool, commit_timeout=9.0, concurrency=3)
+    writer.start()
+    other = await asyncpg.connect(database)
+    watcher = await asyncpg.connect(database)
+
+    async def waiting() -> int:
+        return await watcher.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT pg_advisory_xact_lock(7263501)")  # an append mid-commit
+        tasks = []
+        for i in range(3):
+            tasks.append(asyncio.create_task(writer.append(*record(i, "inflight"))))
+            await support.wait_until(lambda n=i + 1: _at_least(waiting, n), 10)
+        tasks.append(asyncio.create_task(writer.append(*record(3, "inflight"))))
+        await asyncio.sleep(0.2)
+        assert await waiting() == 3  # the limit: the fourth batch waits in the writer
+        assert writer.queued == 1
+        await tx.commit()
+        results = await asyncio.gather(*tasks)
+        positions = [r.positions[0] for r in results]
+        assert positions == sorted(positions)
+        assert [r.stored for r in results] == [1, 1, 1, 1]
+    finally:
+        await writer.close()
+        await other.close()
+        await watcher.close()
+        await pool.close()
+
+
+async def _at_least(count, n: int) -> bool:
+    return await count() >= n
