@@ -115,21 +115,26 @@ ON CONFLICT (id) DO UPDATE SET
     updated_position = EXCLUDED.updated_position, updated_at = EXCLUDED.updated_at;
 
 -- name: refresh_conversation_counts
--- Recount distinct inbound/outbound messages and the last message of some conversations.
+-- Recount inbound/outbound messages and the last message of some conversations: per id,
+-- through the conversation index, so the cost follows those conversations' sizes and not
+-- the size of either table. A conversation left without messages gets zeros.
 UPDATE conversations c
 SET inbound_count = s.inbound, outbound_count = s.outbound,
     last_message_id = s.last_id, last_message_at = s.last_at
 FROM (
-    SELECT conversation_id,
-           count(*) FILTER (WHERE direction = 'inbound') AS inbound,
-           count(*) FILTER (WHERE direction = 'outbound') AS outbound,
-           (array_agg(id ORDER BY message_at DESC NULLS LAST, id DESC))[1] AS last_id,
-           max(message_at) AS last_at
-    FROM messages
-    WHERE conversation_id = ANY($1::text[])
-    GROUP BY conversation_id
+    SELECT t.id, n.inbound, n.outbound, l.id AS last_id, l.message_at AS last_at
+    FROM unnest($1::text[]) AS t(id)
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE m.direction = 'inbound') AS inbound,
+               count(*) FILTER (WHERE m.direction = 'outbound') AS outbound
+        FROM messages m WHERE m.conversation_id = t.id
+    ) n
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.message_at FROM messages m WHERE m.conversation_id = t.id
+        ORDER BY m.message_at DESC NULLS LAST, m.id DESC LIMIT 1
+    ) l ON true
 ) s
-WHERE c.id = s.conversation_id
+WHERE c.id = s.id AND c.id = ANY($1::text[])
   AND (c.inbound_count, c.outbound_count, c.last_message_id, c.last_message_at)
       IS DISTINCT FROM (s.inbound, s.outbound, s.last_id, s.last_at);
 

@@ -344,3 +344,33 @@ async def test_batch_queries_are_planned_for_their_arguments(database):
         assert await pool.fetchval("SELECT count(*) FROM messages") == 160
     finally:
         await pool.close()
+
+
+async def test_a_conversation_a_message_moves_away_from_is_recounted_to_zero(sink):
+    """Folds keep the smaller of two conversation ids, so a message can move; the one it
+    left must not keep counting it (the same as a rebuild says)."""
+
+    def inbound(conversation: str) -> dict:
+        return {
+            "message": {
+                "id": "wamid.MOVES",
+                "timestamp": "1730092800",
+                "kapso": {"direction": "inbound"},
+            },
+            "conversation": {"id": conversation, "status": "active"},
+            "phone_number_id": "123",
+        }
+
+    await sink.send(inbound("conv-z"))
+    await project(sink)
+    _, left, _ = await sink.get("/v1/conversations/conv-z")
+    assert (left["inbound_count"], left["last_message_id"]) == (1, "wamid.MOVES")
+    await sink.send(inbound("conv-a"), event="whatsapp.message.received")
+    await project(sink)
+    _, left, _ = await sink.get("/v1/conversations/conv-z")
+    _, joined, _ = await sink.get("/v1/conversations/conv-a")
+    assert (left["inbound_count"], left["last_message_id"]) == (0, None)
+    assert (joined["inbound_count"], joined["last_message_id"]) == (1, "wamid.MOVES")
+    live = await sink.pool.fetch("SELECT * FROM conversations ORDER BY id")
+    await runner.rebuild(sink.pool)
+    assert await sink.pool.fetch("SELECT * FROM conversations ORDER BY id") == live
