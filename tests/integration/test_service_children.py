@@ -5,8 +5,10 @@ import signal
 
 import aiohttp
 import duckdb
+import psutil
 
 from analytics import simulator
+from service import cli
 from tests import support
 
 
@@ -30,6 +32,10 @@ async def test_serve_runs_projector_and_exports_in_children(database, tmp_path):
             await support.wait_until(caught_up, 30)
             async with http.get(service.url + "/readyz") as resp:
                 assert (await resp.json())["checks"]["projector"] == "leader"
+            server = psutil.Process(service.proc.pid)
+            [projector] = [c for c in server.children() if "project" in c.cmdline()]
+            # folding yields the CPU to the server answering webhooks
+            assert projector.nice() == server.nice() + cli.PROJECTOR_NICE > server.nice()
             head = await _head(database)
 
             def exported() -> bool:
