@@ -77,6 +77,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._fd: int | None = None
         self._broken: str | None = None
+        self._size = 0  # the file is ours alone (flock): no stat per request to know it
         self.records = 0
 
     def open(self) -> None:
@@ -94,6 +95,7 @@ class Spool:
             os.close(self._fd)
             self._fd = None
             raise SpoolError(f"{self.path} is used by another process") from None
+        self._size = os.fstat(self._fd).st_size
         self.records = sum(1 for _ in self.read())
         if self.records:
             log.warning("spool_found", path=str(self.path), records=self.records)
@@ -105,10 +107,7 @@ class Spool:
 
     @property
     def size(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return self._size if self._fd is not None else 0
 
     @property
     def pending(self) -> bool:
@@ -127,7 +126,9 @@ class Spool:
                 raise OSError(f"short write ({written} of {len(data)} bytes)")
             os.fsync(self._fd)
         except OSError as exc:
+            self._size = os.fstat(self._fd).st_size  # a failed write may have left a part
             raise SpoolError(f"spool is not writable: {exc.strerror or exc}") from None
+        self._size += len(data)
         self.records += len(payloads)
 
     def read(self) -> Iterator[bytes]:
@@ -165,4 +166,5 @@ class Spool:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             os.fsync(self._fd)
+        self._size = 0
         self.records = 0

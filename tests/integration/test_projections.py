@@ -374,3 +374,46 @@ async def test_a_conversation_a_message_moves_away_from_is_recounted_to_zero(sin
     live = await sink.pool.fetch("SELECT * FROM conversations ORDER BY id")
     await runner.rebuild(sink.pool)
     assert await sink.pool.fetch("SELECT * FROM conversations ORDER BY id") == live
+
+
+async def test_a_live_projector_folds_a_steady_stream_in_few_large_batches(database):
+    """Under steady load the leader waits and folds what arrived meanwhile in one batch; it
+    does not chase the head with a batch per handful of events."""
+    from datetime import UTC, datetime
+
+    from service import db
+    from service.log.writer import LogWriter
+    from service.webhooks import kapso
+
+    pool = await db.create_pool(database, size=6)
+    writer = LogWriter(pool, commit_timeout=9.0)
+    writer.start()
+    projector = runner.Projector(pool, database, min_interval=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    sent = 0
+
+    async def produce(tag: str, until: float) -> None:
+        nonlocal sent
+        while asyncio.get_running_loop().time() < until:
+            body = support.dumps(
+                {"message": {"id": f"wamid.STREAM-{tag}-{sent}", "kapso": {"direction": "inbound"}}}
+            )
+            headers = {"X-Webhook-Event": "whatsapp.message.received"}
+            sent += 1
+            await writer.append(*kapso.parse_delivery(body, headers, "sid", datetime.now(UTC)))
+
+    try:
+        await support.wait_until(lambda: projector.is_leader, 10)
+        until = asyncio.get_running_loop().time() + 1.5
+        await asyncio.gather(*(produce(str(n), until) for n in range(4)))
+        await support.wait_until(lambda: projector.events == sent, 10)
+        assert sent > 100
+        # about one batch per min_interval (0.2 s) over 1.5 s; chasing the head would take one
+        # per commit, hundreds
+        assert projector.batches <= 20, (projector.batches, sent)
+    finally:
+        stop.set()
+        await task
+        await writer.close()
+        await pool.close()
