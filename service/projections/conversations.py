@@ -78,10 +78,10 @@ def apply(state: Conversation | None, fact: ConversationFact) -> Conversation:
     )
 
 
-def recount(before: dict[str, Conversation], changed: list[Conversation]) -> set[str]:
-    """New conversation rows: their messages may have been projected before the row existed.
-    Existing rows keep counts the messages model maintains."""
-    return {s.id for s in changed if s.id not in before}
+def recount(before: dict[str, Conversation], changed: list[Conversation]) -> dict[str, None]:
+    """New conversation rows, to be counted afresh (None): their messages may have been
+    projected before the row existed. Existing rows keep counts the messages model moves."""
+    return {s.id: None for s in changed if s.id not in before}
 
 
 def from_row(row) -> Conversation:

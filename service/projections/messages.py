@@ -74,10 +74,13 @@ def apply(state: Message | None, fact: MessageFact) -> Message:
     )
 
 
-def recount(before: dict[str, Message], changed: list[Message]) -> set[str]:
-    """Conversations whose message counts or last message may differ after `changed`: only a
-    new message or a changed conversation, direction or time moves them (receipts do not)."""
-    ids = set()
+def recount(before: dict[str, Message], changed: list[Message]) -> dict[str, tuple[int, int]]:
+    """How `changed` moves conversation counts: conversation id -> (inbound, outbound) delta.
+
+    Only a new message or a changed conversation, direction or time lists a conversation
+    (its last message may change too, so a zero delta is listed); receipts list none.
+    """
+    deltas: dict[str, tuple[int, int]] = {}
     for new in changed:
         old = before.get(new.id)
         if old is not None and (old.conversation_id, old.direction, old.message_at) == (
@@ -86,8 +89,16 @@ def recount(before: dict[str, Message], changed: list[Message]) -> set[str]:
             new.message_at,
         ):
             continue
-        ids.update(s.conversation_id for s in (old, new) if s is not None and s.conversation_id)
-    return ids
+        for state, sign in ((old, -1), (new, 1)):
+            if state is None or not state.conversation_id:
+                continue
+            inbound, outbound = deltas.get(state.conversation_id, (0, 0))
+            if state.direction == "inbound":
+                inbound += sign
+            elif state.direction == "outbound":
+                outbound += sign
+            deltas[state.conversation_id] = (inbound, outbound)
+    return deltas
 
 
 def from_row(row) -> Message:

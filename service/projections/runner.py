@@ -67,12 +67,32 @@ async def project_batch(
         if not rows:
             return 0
         last = rows[-1]["position"]
-        touched: set[str] = set()
+        touched: dict[str, tuple[int, int] | None] = {}
         for name, after in sorted(checkpoints.items()):
-            touched |= await _project(conn, MODELS[name], rows, after, last)
+            merge_touched(touched, await _project(conn, MODELS[name], rows, after, last))
         if touched:
-            await conn.execute(Q["refresh_conversation_counts"], list(touched))
+            ids = list(touched)
+            deltas = [touched[i] or (0, 0) for i in ids]
+            await conn.execute(
+                Q["refresh_conversation_counts"],
+                ids,
+                [d[0] for d in deltas],
+                [d[1] for d in deltas],
+                [touched[i] is None for i in ids],
+            )
         return len(rows)
+
+
+def merge_touched(into: dict, more: dict) -> None:
+    """Add one model's count changes (conversation id -> (inbound, outbound) delta, or None
+    for "count afresh") to a batch's; counting afresh wins over any delta."""
+    for key, delta in more.items():
+        if key in into and (into[key] is None or delta is None):
+            into[key] = None
+        elif key in into:
+            into[key] = (into[key][0] + delta[0], into[key][1] + delta[1])
+        else:
+            into[key] = delta
 
 
 @dataclass(frozen=True)
@@ -86,7 +106,7 @@ class _Model:
     fold: Callable  # (state | None, fact) -> state
     from_row: Callable
     to_row: Callable
-    touched: Callable  # (states before, changed states) -> conversation ids to recount
+    touched: Callable  # (states before, changed states) -> {conversation id: delta or None}
 
 
 MODELS = {
@@ -113,7 +133,7 @@ MODELS = {
 }
 
 
-async def _project(conn, model: _Model, rows, after: int, last: int) -> set[str]:
+async def _project(conn, model: _Model, rows, after: int, last: int) -> dict:
     """Fold the rows after `after` into one model; write states and checkpoint."""
     folded = []
     skipped = 0
@@ -125,7 +145,7 @@ async def _project(conn, model: _Model, rows, after: int, last: int) -> set[str]
             folded.append(fact)
         elif _unknown(row) or row["event_name"] in model.events:
             skipped += 1
-    touched: set[str] = set()
+    touched: dict = {}
     if folded:
         ids = list(dict.fromkeys(model.key(f) for f in folded))
         before = {

@@ -115,28 +115,35 @@ ON CONFLICT (id) DO UPDATE SET
     updated_position = EXCLUDED.updated_position, updated_at = EXCLUDED.updated_at;
 
 -- name: refresh_conversation_counts
--- Recount inbound/outbound messages and the last message of some conversations: per id,
--- through the conversation index, so the cost follows those conversations' sizes and not
--- the size of either table. A conversation left without messages gets zeros.
+-- Bring some conversations' message counts and last message up to date, at a cost that does
+-- not grow with their size: counts move by the deltas the messages fold computed ($2, $3), or
+-- are counted afresh where $4 says so (a row created after some of its messages); the last
+-- message comes from the conversation index: the newest timed message, else the highest id.
 UPDATE conversations c
-SET inbound_count = s.inbound, outbound_count = s.outbound,
-    last_message_id = s.last_id, last_message_at = s.last_at
-FROM (
-    SELECT t.id, n.inbound, n.outbound, l.id AS last_id, l.message_at AS last_at
-    FROM unnest($1::text[]) AS t(id)
-    CROSS JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE m.direction = 'inbound') AS inbound,
-               count(*) FILTER (WHERE m.direction = 'outbound') AS outbound
-        FROM messages m WHERE m.conversation_id = t.id
-    ) n
-    LEFT JOIN LATERAL (
-        SELECT m.id, m.message_at FROM messages m WHERE m.conversation_id = t.id
-        ORDER BY m.message_at DESC NULLS LAST, m.id DESC LIMIT 1
-    ) l ON true
-) s
-WHERE c.id = s.id AND c.id = ANY($1::text[])
+SET inbound_count = CASE WHEN t.fresh THEN n.inbound ELSE c.inbound_count + t.d_in END,
+    outbound_count = CASE WHEN t.fresh THEN n.outbound ELSE c.outbound_count + t.d_out END,
+    last_message_id = l.id, last_message_at = l.message_at
+FROM unnest($1::text[], $2::int[], $3::int[], $4::bool[]) AS t(id, d_in, d_out, fresh)
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE m.direction = 'inbound') AS inbound,
+           count(*) FILTER (WHERE m.direction = 'outbound') AS outbound
+    FROM messages m WHERE t.fresh AND m.conversation_id = t.id
+) n ON true
+LEFT JOIN LATERAL (
+    (SELECT m.id, m.message_at FROM messages m
+     WHERE m.conversation_id = t.id AND m.message_at IS NOT NULL
+     ORDER BY m.message_at DESC, m.id DESC LIMIT 1)
+    UNION ALL
+    (SELECT m.id, m.message_at FROM messages m
+     WHERE m.conversation_id = t.id AND m.message_at IS NULL
+     ORDER BY m.id DESC LIMIT 1)
+    LIMIT 1
+) l ON true
+WHERE c.id = t.id AND c.id = ANY($1::text[])
   AND (c.inbound_count, c.outbound_count, c.last_message_id, c.last_message_at)
-      IS DISTINCT FROM (s.inbound, s.outbound, s.last_id, s.last_at);
+      IS DISTINCT FROM (CASE WHEN t.fresh THEN n.inbound ELSE c.inbound_count + t.d_in END,
+                        CASE WHEN t.fresh THEN n.outbound ELSE c.outbound_count + t.d_out END,
+                        l.id, l.message_at);
 
 -- name: refresh_all_conversation_counts
 -- Recount every conversation (after a rebuild).

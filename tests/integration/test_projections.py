@@ -417,3 +417,43 @@ async def test_a_live_projector_folds_a_steady_stream_in_few_large_batches(datab
         await task
         await writer.close()
         await pool.close()
+
+
+async def test_counts_kept_batch_by_batch_equal_a_fresh_count(sink):
+    """Counts move by per-batch deltas; in tiny batches and shuffled arrival order (receipts
+    before sends, messages before their conversation's row) they still equal a recount."""
+    import random
+
+    from service.db import Q
+
+    deliveries = simulator.generate(6, 9, support.SECRET)
+    random.Random(3).shuffle(deliveries)
+    result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
+    assert set(result) == {200}
+    while await runner.catch_up(sink.pool, limit=3):
+        pass
+    live = await table(sink.pool, "conversations")
+    assert sum(c["inbound_count"] + c["outbound_count"] for c in live) > 30
+    await sink.pool.execute(Q["refresh_all_conversation_counts"])
+    assert await table(sink.pool, "conversations") == live
+
+
+async def test_the_last_message_is_the_newest_timed_one_else_the_highest_id(sink):
+    def inbound(wamid: str, timestamp: str | None) -> dict:
+        message = {"id": wamid, "kapso": {"direction": "inbound"}}
+        if timestamp is not None:
+            message["timestamp"] = timestamp
+        return {"message": message, "conversation": {"id": "conv-last"}}
+
+    async def last() -> tuple:
+        await project(sink)
+        _, doc, _ = await sink.get("/v1/conversations/conv-last")
+        return doc["inbound_count"], doc["last_message_id"], doc["last_message_at"]
+
+    await sink.send(inbound("wamid.B", None))
+    await sink.send(inbound("wamid.C", None))
+    assert await last() == (2, "wamid.C", None)
+    await sink.send(inbound("wamid.A", "1730092800"))
+    assert await last() == (3, "wamid.A", "2024-10-28T05:20:00Z")
+    await sink.send(inbound("wamid.0", "1730092700"))  # older: not the last
+    assert await last() == (4, "wamid.A", "2024-10-28T05:20:00Z")

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.projections import conversations, facts, messages
+from service.projections import conversations, facts, messages, runner
 
 T0 = datetime(2025, 10, 28, 14, 0, tzinfo=UTC)
 WAMID = "wamid.OUT1"
@@ -249,18 +249,31 @@ def test_helpers_are_defensive():
     assert facts.digits("+1 (555) 123-4567") == "15551234567"
 
 
-def test_only_new_or_moved_messages_need_a_recount():
+def test_only_new_or_moved_messages_move_conversation_counts():
     sent = fold_messages(MESSAGE_ROWS[:1])
     read = fold_messages(MESSAGE_ROWS[:3])
-    assert messages.recount({}, [sent]) == {CONV}  # a new message
-    assert messages.recount({WAMID: sent}, [read]) == set()  # receipts change no count
+    assert sent.direction == "outbound"
+    assert messages.recount({}, [sent]) == {CONV: (0, 1)}  # a new message
+    assert messages.recount({WAMID: sent}, [read]) == {}  # receipts change no count
     moved = read._replace(conversation_id="conv-2")
-    assert messages.recount({WAMID: read}, [moved]) == {CONV, "conv-2"}
+    assert messages.recount({WAMID: read}, [moved]) == {CONV: (0, -1), "conv-2": (0, 1)}
+    flipped = read._replace(direction="inbound")
+    assert messages.recount({WAMID: read}, [flipped]) == {CONV: (1, -1)}
     earlier = read._replace(message_at=ts(-5))
-    assert messages.recount({WAMID: read}, [earlier]) == {CONV}  # may no longer be the last
+    assert messages.recount({WAMID: read}, [earlier]) == {CONV: (0, 0)}  # last may change
+    other = read._replace(id="wamid.other", direction="inbound")
+    assert messages.recount({}, [sent, other]) == {CONV: (1, 1)}  # deltas add up
+
+
+def test_merging_count_changes_of_a_batch():
+    touched = {}
+    runner.merge_touched(touched, {CONV: None, "conv-2": None})
+    runner.merge_touched(touched, {CONV: (1, 0), "conv-3": (0, 1)})
+    runner.merge_touched(touched, {"conv-3": (2, -1)})
+    assert touched == {CONV: None, "conv-2": None, "conv-3": (2, 0)}  # afresh wins
 
 
 def test_only_new_conversation_rows_need_a_recount():
     state = fold_conversations(CONVERSATION_ROWS[:2])
-    assert conversations.recount({}, [state]) == {CONV}
-    assert conversations.recount({CONV: state}, [state._replace(status="ended")]) == set()
+    assert conversations.recount({}, [state]) == {CONV: None}  # counted afresh
+    assert conversations.recount({CONV: state}, [state._replace(status="ended")]) == {}
