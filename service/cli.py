@@ -104,7 +104,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     names = [args.name] if args.name else list(runner.NAMES)
 
     async def run(dsn: str) -> int:
-        pool = await db.create_pool(dsn, size=2)
+        pool = await db.create_pool(dsn, size=len(names) + 1)  # a reader and one per model
         try:
             async with pool.acquire() as conn:
                 await db.migrate(conn)

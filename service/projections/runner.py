@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,11 +48,12 @@ async def fetch_input(conn: asyncpg.Connection, after: int, limit: int) -> list:
 
 
 async def project_batch(
-    conn: asyncpg.Connection, names=NAMES, limit: int = 5000, rows_after=None
+    conn: asyncpg.Connection, names=NAMES, limit: int = 5000, rows_after=None, counts=True
 ) -> int:
     """Fold the next batch of log events into the named models; return events read.
 
     `rows_after(position)` may supply the input rows (the drain loop prefetches them).
+    `counts=False` leaves conversation counts alone (a rebuild recounts them all at its end).
     """
     async with conn.transaction():
         # plan each batch query for its own arguments: a generic plan cached while a table was
@@ -70,7 +72,7 @@ async def project_batch(
         touched: dict[str, tuple[int, int] | None] = {}
         for name, after in sorted(checkpoints.items()):
             merge_touched(touched, await _project(conn, MODELS[name], rows, after, last))
-        if touched:
+        if touched and counts:
             ids = list(touched)
             deltas = [touched[i] or (0, 0) for i in ids]
             await conn.execute(
@@ -202,18 +204,86 @@ async def catch_up(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progre
 
 
 async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progress=None) -> int:
-    """Empty the named models, reset their checkpoints and drain the log into them again."""
+    """Empty the named models, reset their checkpoints and drain the log into them again
+    (several models side by side when the pool has a connection per model and one more)."""
     names = list(names)
     async with pool.acquire() as conn, conn.transaction():
         await conn.fetch(Q["lock_checkpoints"], names)
         for name in names:
             await conn.execute(Q[f"truncate_{name}"])
             await conn.execute(Q["reset_checkpoint"], name)
-    total = await catch_up(pool, names, limit=limit, progress=progress)
+    if len(names) > 1 and pool.get_max_size() > len(names):
+        total = await _side_by_side(pool, sorted(names), limit, progress)
+    else:
+        total = await catch_up(pool, names, limit=limit, progress=progress)
     async with pool.acquire() as conn:
         await conn.execute(Q["refresh_all_conversation_counts"])
     log.info("rebuilt", projections=names, events=total)
     return total
+
+
+async def _side_by_side(pool: asyncpg.Pool, names: list, limit: int, progress) -> int:
+    """Drain the log from position 0 into each model on its own connection, the models side
+    by side over the same batches, read once and ahead: while one model waits for
+    PostgreSQL, the other folds. Each batch is still one transaction per model, with its
+    checkpoint. Conversation counts are left to the full recount that ends a rebuild (two
+    transactions refreshing them at once could deadlock). If a checkpoint is not where the
+    shared batch starts (another projector took a turn), the rest is drained the usual way.
+    """
+    total = 0
+    async with contextlib.AsyncExitStack() as stack:
+        reader = await stack.enter_async_context(pool.acquire())
+        conns = [await stack.enter_async_context(pool.acquire()) for _ in names]
+        start, rows = 0, await fetch_input(reader, 0, limit)
+        while rows:
+            last = rows[-1]["position"]
+            ahead = None
+            if len(rows) == limit:
+                ahead = asyncio.ensure_future(fetch_input(reader, last, limit))
+            try:
+                in_step = await _fold_side_by_side(conns, names, start, rows, limit)
+            except BaseException:
+                await _settle(ahead)
+                raise
+            if not in_step:
+                await _settle(ahead)
+                break
+            total += len(rows)
+            if progress is not None:
+                progress(len(rows))
+            if ahead is None:
+                return total
+            start, rows = last, await ahead
+        else:
+            return total
+    return total + await catch_up(pool, names, limit=limit, progress=progress)
+
+
+async def _fold_side_by_side(conns, names, start: int, rows: list, limit: int) -> bool:
+    """Fold one batch into every model at once; False if a model's checkpoint was elsewhere."""
+    shared = []
+
+    async def rows_after(position: int, conn) -> list:
+        shared.append(position == start)
+        return rows if position == start else await fetch_input(conn, position, limit)
+
+    done = await asyncio.gather(
+        *(
+            project_batch(conn, [name], limit, functools.partial(rows_after, conn=conn), False)
+            for conn, name in zip(conns, names, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+    return len(shared) == len(names) and all(shared)
+
+
+async def _settle(task: asyncio.Future | None) -> None:
+    if task is not None:
+        with contextlib.suppress(Exception):
+            await task
 
 
 async def leader_pid(pool: asyncpg.Pool) -> int | None:

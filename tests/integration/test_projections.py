@@ -457,3 +457,38 @@ async def test_the_last_message_is_the_newest_timed_one_else_the_highest_id(sink
     assert await last() == (3, "wamid.A", "2024-10-28T05:20:00Z")
     await sink.send(inbound("wamid.0", "1730092700"))  # older: not the last
     assert await last() == (4, "wamid.A", "2024-10-28T05:20:00Z")
+
+
+async def test_a_rebuild_folds_the_models_side_by_side_in_many_batches(sink):
+    deliveries = simulator.generate(8, 5, support.SECRET)
+    result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
+    assert set(result) == {200}
+    await project(sink)
+    live = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
+    assert sink.pool.get_max_size() > 2  # room for a reader and a connection per model
+    head = await sink.pool.fetchval("SELECT max(position) FROM events")
+    seen = []
+    assert await runner.rebuild(sink.pool, limit=7, progress=seen.append) == head
+    assert sum(seen) == head and len(seen) > 10
+    assert {n: await table(sink.pool, n) for n in ("conversations", "messages")} == live
+
+
+async def test_a_side_by_side_drain_hands_over_when_another_projector_took_a_turn(sink):
+    from service.db import Q
+
+    deliveries = simulator.generate(6, 8, support.SECRET)
+    result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
+    assert set(result) == {200}
+    await project(sink)
+    live = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
+    async with sink.pool.acquire() as conn:
+        for name in runner.NAMES:
+            await conn.execute(Q[f"truncate_{name}"])
+            await conn.execute(Q["reset_checkpoint"], name)
+        # another projector moved one checkpoint: the shared batch from 0 no longer fits it
+        await runner.project_batch(conn, ["conversations"], limit=10)
+    head = await sink.pool.fetchval("SELECT max(position) FROM events")
+    total = await runner._side_by_side(sink.pool, sorted(runner.NAMES), 7, None)
+    assert total >= head - 10  # what the other projector had not done
+    await sink.pool.execute(Q["refresh_all_conversation_counts"])
+    assert {n: await table(sink.pool, n) for n in ("conversations", "messages")} == live
