@@ -101,10 +101,16 @@ class Part:
 
 @dataclass
 class EventParts:
-    """The event files of one reader: one per day touched, named after their first position."""
+    """The event files of one reader, named after their first position: one per day touched,
+    with at most `max_open` open at once. When a batch brings one day too many, the file
+    least recently written is closed, so a first export of years of history holds a few
+    files (and their buffers) open, not one per day; a day that comes back later (a late
+    commit, a drained spool) starts another part."""
 
     root: Path
-    parts: dict = field(default_factory=dict)  # day (date) -> Part
+    max_open: int = 8
+    parts: dict = field(default_factory=dict)  # day (date) -> open Part, oldest write first
+    closed: list = field(default_factory=list)
 
     def write(self, batch: pa.RecordBatch) -> None:
         days = pc.cast(batch.column("received_at"), pa.date32())
@@ -116,22 +122,29 @@ class EventParts:
             self._write_day(day, batch.filter(pc.equal(days, pa.scalar(day, pa.date32()))))
 
     def _write_day(self, day, batch: pa.RecordBatch) -> None:
-        part = self.parts.get(day)
+        part = self.parts.pop(day, None)
         if part is None:
+            if len(self.parts) >= self.max_open:
+                self._close(self.parts.pop(next(iter(self.parts))))
             folder = self.root / f"day={day.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{batch.column('position')[0].as_py():020d}.parquet"
             tmp = folder / f".{name}.tmp"
             part = Part(tmp, folder / name, _writer(tmp, EVENT_SCHEMA, _DICTIONARY, _STATISTICS))
-            self.parts[day] = part
+        self.parts[day] = part  # (re)inserted last: the most recently written
         part.writer.write_batch(batch)
         part.rows += batch.num_rows
 
+    def _close(self, part: Part) -> None:
+        part.writer.close()
+        fsync(part.tmp)
+        self.closed.append(part)
+
     def close(self) -> list[Part]:
         for part in self.parts.values():
-            part.writer.close()
-            fsync(part.tmp)
-        return list(self.parts.values())
+            self._close(part)
+        self.parts.clear()
+        return self.closed
 
 
 def _read_events(dsn: str, after: int, until: int, root: Path) -> list[Part]:
