@@ -3,7 +3,7 @@
 An export folder holds
 
     kapso.duckdb                                    views, models, run history: the export
-    events/day=YYYY-MM-DD/part-<position>.parquet   the log, one part per day and run
+    events/day=YYYY-MM-DD/part-<position>.parquet   the log: per day, a part per run (more when days interleave)
     read_models/run-NNNNNN/<model>.parquet          read-model snapshots of one run
 
 A run takes the exporter lock, starts from the position the committed export reached, writes
