@@ -18,27 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analytics.sql import PG
+from service.log.layout import EVENT_SCHEMA
 
-EVENT_SCHEMA = pa.schema(
-    [
-        ("position", pa.int64()),
-        ("idem_hash", pa.binary()),
-        ("idempotency_key", pa.string()),
-        ("kind", pa.string()),
-        ("event_name", pa.string()),
-        ("payload_version", pa.string()),
-        ("batch_index", pa.int32()),
-        ("batch_info", pa.string()),
-        ("received_at", pa.timestamp("us", tz="UTC")),
-        ("secret_id", pa.string()),
-        ("body_sha256", pa.binary()),
-        ("phone_number_id", pa.string()),
-        ("conversation_id", pa.string()),
-        ("message_id", pa.string()),
-        ("payload", pa.string()),
-        ("parse_error", pa.string()),
-    ]
-)
 READ_MODELS = ("conversations", "messages", "projection_checkpoints")
 _DICTIONARY = ["kind", "event_name", "payload_version", "secret_id", "phone_number_id"]
 _STATISTICS = ["position", "received_at", "event_name", "phone_number_id"]  # not the payloads

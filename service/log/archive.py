@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from service.db import Q
+from service.log import layout
 
 log = structlog.get_logger("service.log.archive")
 
@@ -54,37 +55,8 @@ async def archive_before(pool: asyncpg.Pool, before: date, out_dir: Path) -> lis
     return done
 
 
-_TS = pa.timestamp("us", tz="UTC")
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("position", pa.int64()),
-        ("idem_hash", pa.string()),
-        ("idempotency_key", pa.string()),
-        ("kind", pa.string()),
-        ("event_name", pa.string()),
-        ("payload_version", pa.string()),
-        ("batch_index", pa.int32()),
-        ("batch_info", pa.string()),
-        ("received_at", _TS),
-        ("secret_id", pa.string()),
-        ("body_sha256", pa.string()),
-        ("phone_number_id", pa.string()),
-        ("conversation_id", pa.string()),
-        ("message_id", pa.string()),
-        ("payload", pa.string()),
-        ("parse_error", pa.string()),
-    ]
-)
-DELIVERIES_SCHEMA = pa.schema(
-    [
-        ("body_sha256", pa.string()),
-        ("received_at", _TS),
-        ("kind", pa.string()),
-        ("headers", pa.string()),
-        ("body", pa.binary()),
-        ("key_is_body_sha256", pa.bool_()),
-    ]
-)
+EVENTS_SCHEMA = layout.EVENT_SCHEMA
+DELIVERIES_SCHEMA = layout.DELIVERY_SCHEMA
 
 
 async def _stream_to_parquet(conn, query: str, args: tuple, path: Path, schema) -> int:
@@ -159,7 +131,7 @@ def _parquet_checksum(path: Path, rows: int) -> tuple[int, str]:
     con = duckdb.connect()
     try:
         return con.execute(
-            "SELECT count(*), md5(string_agg(idem_hash, ',' ORDER BY position)) "
+            "SELECT count(*), md5(string_agg(lower(hex(idem_hash)), ',' ORDER BY position)) "
             "FROM read_parquet(?)",
             [str(path)],
         ).fetchone()

@@ -13,11 +13,10 @@ SELECT count(*),
 FROM {partition};
 
 -- name: partition_rows
--- Every event of one partition, in position order, with JSON as text.
-SELECT position, encode(idem_hash, 'hex') AS idem_hash, idempotency_key, kind, event_name,
-       payload_version, batch_index, batch_info::text AS batch_info, received_at, secret_id,
-       encode(body_sha256, 'hex') AS body_sha256, phone_number_id, conversation_id, message_id,
-       payload::text AS payload, parse_error
+-- Every event of one partition, in position order, with JSON as text (the export's layout).
+SELECT position, idem_hash, idempotency_key, kind, event_name, payload_version, batch_index,
+       batch_info::text AS batch_info, received_at, secret_id, body_sha256, phone_number_id,
+       conversation_id, message_id, payload::text AS payload, parse_error
 FROM {partition}
 ORDER BY position;
 
@@ -28,8 +27,7 @@ WHERE received_at >= $1::date AND received_at < ($1::date + interval '1 month');
 
 -- name: month_deliveries
 -- The raw deliveries first received in a month.
-SELECT encode(body_sha256, 'hex') AS body_sha256, received_at, kind, headers::text AS headers,
-       body, key_is_body_sha256
+SELECT body_sha256, received_at, kind, headers::text AS headers, body, key_is_body_sha256
 FROM deliveries
 WHERE received_at >= $1::date AND received_at < ($1::date + interval '1 month')
 ORDER BY received_at, body_sha256;

@@ -6,10 +6,11 @@ import sys
 from datetime import UTC, date, datetime
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from service.db import Q
-from service.log import archive
+from service.log import archive, layout
 from service.log import writer as log_writer
 from service.projections import runner
 from service.webhooks import kapso
@@ -96,6 +97,13 @@ async def test_archive_moves_a_month_out_and_keeps_the_rest_working(sink, tmp_pa
     con.close()
     assert rows[0] == 25 and rows[1] == "wamid.OLD0"
     assert bodies == (25, len(old_body(0)))
+    # the export's layout (hashes as binary), so archived and exported events read together
+    archived = pq.read_table(out / "events_2025_01.parquet")
+    assert archived.schema.remove_metadata().equals(layout.EVENT_SCHEMA)
+    keys = await sink.pool.fetch(
+        "SELECT idem_hash FROM event_keys WHERE received_at < '2025-02-01'"
+    )
+    assert set(archived.column("idem_hash").to_pylist()) == {r["idem_hash"] for r in keys}
 
     partitions = {r["name"] for r in await sink.pool.fetch(Q["list_partitions"])}
     assert "events_2025_01" not in partitions
