@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,67 +222,124 @@ async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progres
 
 
 async def _side_by_side(pool: asyncpg.Pool, names: list, limit: int, progress) -> int:
-    """Drain the log from position 0 into each model on its own connection, the models side
-    by side over the same batches, read once and ahead: while one model waits for
-    PostgreSQL, the other folds. Each batch is still one transaction per model, with its
+    """Drain the log from position 0 into each model on its own connection: the models fold
+    the same batches, read once and ahead, each at its own pace, so that while one waits for
+    PostgreSQL another folds. Each batch is still one transaction per model, with its
     checkpoint. Conversation counts are left to the full recount that ends a rebuild (two
-    transactions refreshing them at once could deadlock). If a checkpoint is not where the
+    transactions refreshing them at once could deadlock). If a checkpoint is not where a
     shared batch starts (another projector took a turn), the rest is drained the usual way.
     """
-    total = 0
     async with contextlib.AsyncExitStack() as stack:
         reader = await stack.enter_async_context(pool.acquire())
         conns = [await stack.enter_async_context(pool.acquire()) for _ in names]
-        start, rows = 0, await fetch_input(reader, 0, limit)
-        while rows:
-            last = rows[-1]["position"]
-            ahead = None
-            if len(rows) == limit:
-                ahead = asyncio.ensure_future(fetch_input(reader, last, limit))
-            try:
-                in_step = await _fold_side_by_side(conns, names, start, rows, limit)
-            except BaseException:
-                await _settle(ahead)
-                raise
-            if not in_step:
-                await _settle(ahead)
-                break
-            total += len(rows)
-            if progress is not None:
-                progress(len(rows))
-            if ahead is None:
-                return total
-            start, rows = last, await ahead
-        else:
-            return total
-    return total + await catch_up(pool, names, limit=limit, progress=progress)
-
-
-async def _fold_side_by_side(conns, names, start: int, rows: list, limit: int) -> bool:
-    """Fold one batch into every model at once; False if a model's checkpoint was elsewhere."""
-    shared = []
-
-    async def rows_after(position: int, conn) -> list:
-        shared.append(position == start)
-        return rows if position == start else await fetch_input(conn, position, limit)
-
-    done = await asyncio.gather(
-        *(
-            project_batch(conn, [name], limit, functools.partial(rows_after, conn=conn), False)
-            for conn, name in zip(conns, names, strict=True)
-        ),
-        return_exceptions=True,
-    )
-    for result in done:
+        feed = _Feed(reader, limit, len(names), progress)
+        results = await asyncio.gather(
+            feed.produce(),
+            *(
+                _follow(feed, i, conn, name)
+                for i, (conn, name) in enumerate(zip(conns, names, strict=True))
+            ),
+            return_exceptions=True,
+        )
+    for result in results:
         if isinstance(result, BaseException):
             raise result
-    return len(shared) == len(names) and all(shared)
+    if not feed.stopped:
+        return feed.total
+    return feed.total + await catch_up(pool, names, limit=limit, progress=progress)
 
 
-async def _settle(task: asyncio.Future | None) -> None:
-    if task is not None:
-        with contextlib.suppress(Exception):
-            await task
+class _Feed:
+    """Batches of the log read once, in order, for models that fold them at their own pace;
+    reading stays at most `lead` batches ahead of the slowest model."""
+
+    def __init__(self, reader, limit: int, models: int, progress, lead: int = 2):
+        self.limit = limit
+        self.total = 0  # events every model has folded
+        self.stopped = False
+        self._reader = reader
+        self._lead = lead
+        self._progress = progress
+        self._batches: dict[int, asyncio.Future] = {}  # index -> (start, rows), or None: stop
+        self._sizes: dict[int, int] = {}
+        self._done = [0] * models  # batches each model has finished
+        self._advanced = asyncio.Event()
+
+    def _future(self, index: int) -> asyncio.Future:
+        if index not in self._batches:
+            self._batches[index] = asyncio.get_running_loop().create_future()
+        return self._batches[index]
+
+    async def produce(self) -> None:
+        start, index = 0, 0
+        while not self.stopped:
+            while index - min(self._done) >= self._lead and not self.stopped:
+                self._advanced.clear()
+                await self._advanced.wait()
+            if self.stopped:
+                return
+            future = self._future(index)
+            try:
+                rows = await fetch_input(self._reader, start, self.limit)
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                raise
+            self._sizes[index] = len(rows)
+            if not future.done():
+                future.set_result((start, rows))
+            if len(rows) < self.limit:
+                return
+            start, index = rows[-1]["position"], index + 1
+
+    async def batch(self, index: int):
+        """(start, rows) of batch `index`, or None once the feed stopped."""
+        if self.stopped:
+            return None
+        return await self._future(index)
+
+    def finished(self, model: int, index: int) -> None:
+        before = min(self._done)
+        self._done[model] = index + 1
+        for i in range(before, min(self._done)):  # every model is past these
+            self._batches.pop(i, None)
+            size = self._sizes.pop(i)
+            self.total += size
+            if self._progress is not None and size:
+                self._progress(size)
+        self._advanced.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        for future in self._batches.values():
+            if not future.done():
+                future.set_result(None)
+        self._advanced.set()
+
+
+async def _follow(feed: _Feed, model: int, conn, name: str) -> None:
+    """Fold the feed's batches into one model, in order, until a short batch or a stop."""
+    index = 0
+    try:
+        while (item := await feed.batch(index)) is not None:
+            start, rows = item
+            shared = []
+
+            async def rows_after(position: int, start=start, rows=rows, shared=shared) -> list:
+                shared.append(position == start)
+                return rows if position == start else await fetch_input(conn, position, feed.limit)
+
+            await project_batch(conn, [name], feed.limit, rows_after, False)
+            if shared != [True]:  # another projector moved this checkpoint
+                feed.stop()
+                return
+            feed.finished(model, index)
+            if len(rows) < feed.limit:
+                return
+            index += 1
+    except BaseException:
+        feed.stop()
+        raise
 
 
 async def leader_pid(pool: asyncpg.Pool) -> int | None:
