@@ -459,28 +459,33 @@ async def test_the_last_message_is_the_newest_timed_one_else_the_highest_id(sink
     assert await last() == (4, "wamid.A", "2024-10-28T05:20:00Z")
 
 
-async def test_a_rebuild_folds_the_models_side_by_side_in_many_batches(sink):
-    deliveries = simulator.generate(8, 5, support.SECRET)
+async def simulated_and_projected(sink, conversations: int, seed: int) -> dict:
+    """Send a simulated day, project it live; return both read models as rows."""
+    deliveries = simulator.generate(conversations, seed, support.SECRET)
     result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
     assert set(result) == {200}
     await project(sink)
-    live = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
+    return await models(sink.pool)
+
+
+async def models(pool) -> dict:
+    return {n: await table(pool, n) for n in ("conversations", "messages")}
+
+
+async def test_a_rebuild_folds_the_models_side_by_side_in_many_batches(sink):
+    live = await simulated_and_projected(sink, 8, 5)
     assert sink.pool.get_max_size() > 2  # room for a reader and a connection per model
     head = await sink.pool.fetchval("SELECT max(position) FROM events")
     seen = []
     assert await runner.rebuild(sink.pool, limit=7, progress=seen.append) == head
     assert sum(seen) == head and len(seen) > 10
-    assert {n: await table(sink.pool, n) for n in ("conversations", "messages")} == live
+    assert await models(sink.pool) == live
 
 
 async def test_a_side_by_side_drain_hands_over_when_another_projector_took_a_turn(sink):
     from service.db import Q
 
-    deliveries = simulator.generate(6, 8, support.SECRET)
-    result = await simulator.send(sink.url + "/webhooks/kapso", deliveries, progress=False)
-    assert set(result) == {200}
-    await project(sink)
-    live = {n: await table(sink.pool, n) for n in ("conversations", "messages")}
+    live = await simulated_and_projected(sink, 6, 8)
     async with sink.pool.acquire() as conn:
         for name in runner.NAMES:
             await conn.execute(Q[f"truncate_{name}"])
@@ -491,4 +496,4 @@ async def test_a_side_by_side_drain_hands_over_when_another_projector_took_a_tur
     total = await runner._side_by_side(sink.pool, sorted(runner.NAMES), 7, None)
     assert 0 < total <= head  # events read: the rest, from the least advanced checkpoint
     await sink.pool.execute(Q["refresh_all_conversation_counts"])
-    assert {n: await table(sink.pool, n) for n in ("conversations", "messages")} == live
+    assert await models(sink.pool) == live
