@@ -281,9 +281,8 @@ class _Feed:
             future = self._future(index)
             try:
                 rows = await fetch_input(self._reader, start, self.limit)
-            except BaseException as exc:
-                if not future.done():
-                    future.set_exception(exc)
+            except BaseException:
+                self.stop()  # the models end; the error comes out of the gather
                 raise
             self._sizes[index] = len(rows)
             if not future.done():
