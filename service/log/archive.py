@@ -55,10 +55,6 @@ async def archive_before(pool: asyncpg.Pool, before: date, out_dir: Path) -> lis
     return done
 
 
-EVENTS_SCHEMA = layout.EVENT_SCHEMA
-DELIVERIES_SCHEMA = layout.DELIVERY_SCHEMA
-
-
 async def _stream_to_parquet(conn, query: str, args: tuple, path: Path, schema) -> int:
     """Copy a query's rows into a Parquet file in chunks (written aside, then renamed)."""
     tmp = path.with_suffix(".parquet.tmp")
@@ -86,10 +82,14 @@ async def archive_partition(pool: asyncpg.Pool, name: str, month: date, out_dir:
         count, checksum = await conn.fetchrow(Q["partition_checksum"].replace("{partition}", name))
         n_deliveries = await conn.fetchval(Q["count_month_deliveries"], month)
         written = await _stream_to_parquet(
-            conn, Q["partition_rows"].replace("{partition}", name), (), events_file, EVENTS_SCHEMA
+            conn,
+            Q["partition_rows"].replace("{partition}", name),
+            (),
+            events_file,
+            layout.EVENT_SCHEMA,
         )
         written_deliveries = await _stream_to_parquet(
-            conn, Q["month_deliveries"], (month,), deliveries_file, DELIVERIES_SCHEMA
+            conn, Q["month_deliveries"], (month,), deliveries_file, layout.DELIVERY_SCHEMA
         )
     file_count, file_checksum = await asyncio.to_thread(_parquet_checksum, events_file, written)
     if (written, file_count, file_checksum) != (

@@ -130,6 +130,11 @@ class LogWriter:
 
     async def _run(self) -> None:
         inflight: set[asyncio.Task] = set()
+
+        def finished(task: asyncio.Task) -> None:
+            inflight.discard(task)
+            self._wake.set()  # a slot is free: start the next batch
+
         while True:
             if self.spool is not None and self.spool.pending:
                 await _settle(inflight)  # draining keeps arrival order: nothing else in flight
@@ -144,18 +149,11 @@ class LogWriter:
                 del self._queue[: self._batch_max]
                 task = asyncio.create_task(self._commit_logged(batch))
                 inflight.add(task)
-                task.add_done_callback(self._done(inflight))
+                task.add_done_callback(finished)
             if self._closing and not self._queue:
                 await _settle(inflight)
                 if not self._queue:
                     return
-
-    def _done(self, inflight: set):
-        def callback(task: asyncio.Task) -> None:
-            inflight.discard(task)
-            self._wake.set()  # a slot is free: start the next batch
-
-        return callback
 
     async def _commit_logged(self, batch: list[_Pending]) -> None:
         try:

@@ -168,43 +168,21 @@ async def catch_up(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progre
     return events read.
 
     While one batch is folded and written, the next one is already being read on a second
-    connection; it is used only if the checkpoint is where the prefetch started. Stopping at
-    a short batch, rather than reading again until nothing is left, matters under live load:
-    the follower then waits and folds what arrived meanwhile in one batch, instead of
-    chasing the head with many batches of a few events each.
+    connection. Stopping at a short batch, rather than reading again until nothing is left,
+    matters under live load: the follower then waits and folds what arrived meanwhile in one
+    batch, instead of chasing the head with many batches of a few events each.
     """
-    total = 0
-    async with pool.acquire() as conn, pool.acquire() as reader:
-        ahead: dict[int, asyncio.Task] = {}
-
-        async def rows_after(start: int) -> list:
-            task = ahead.pop(start, None)
-            for stale in ahead.values():
-                await stale
-            ahead.clear()
-            rows = await task if task is not None else await fetch_input(conn, start, limit)
-            if len(rows) == limit:
-                last = rows[-1]["position"]
-                ahead[last] = asyncio.ensure_future(fetch_input(reader, last, limit))
-            return rows
-
-        try:
-            while True:
-                count = await project_batch(conn, names, limit, rows_after)
-                total += count
-                if progress is not None and count:
-                    progress(count)
-                if count < limit:
-                    return total
-        finally:
-            for task in ahead.values():
-                with contextlib.suppress(Exception):
-                    await task
+    return await _drain(pool, [list(names)], limit, progress, counts=True)
 
 
 async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progress=None) -> int:
-    """Empty the named models, reset their checkpoints and drain the log into them again
-    (several models side by side when the pool has a connection per model and one more)."""
+    """Empty the named models, reset their checkpoints and drain the log into them again.
+
+    With a connection per model and one more in the pool, the models are folded side by
+    side, each on its own connection over the same batches: while one waits for PostgreSQL
+    another folds. Conversation counts are then left to the full recount that ends the
+    rebuild (two transactions refreshing them at once could deadlock).
+    """
     names = list(names)
     async with pool.acquire() as conn, conn.transaction():
         await conn.fetch(Q["lock_checkpoints"], names)
@@ -212,7 +190,7 @@ async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progres
             await conn.execute(Q[f"truncate_{name}"])
             await conn.execute(Q["reset_checkpoint"], name)
     if len(names) > 1 and pool.get_max_size() > len(names):
-        total = await _side_by_side(pool, sorted(names), limit, progress)
+        total = await _drain(pool, [[n] for n in sorted(names)], limit, progress, counts=False)
     else:
         total = await catch_up(pool, names, limit=limit, progress=progress)
     async with pool.acquire() as conn:
@@ -221,48 +199,60 @@ async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progres
     return total
 
 
-async def _side_by_side(pool: asyncpg.Pool, names: list, limit: int, progress) -> int:
-    """Drain the log from position 0 into each model on its own connection: the models fold
-    the same batches, read once and ahead, each at its own pace, so that while one waits for
-    PostgreSQL another folds. Each batch is still one transaction per model, with its
-    checkpoint. Conversation counts are left to the full recount that ends a rebuild (two
-    transactions refreshing them at once could deadlock). If a checkpoint is not where a
-    shared batch starts (another projector took a turn), the rest is drained the usual way.
+async def _drain(pool: asyncpg.Pool, groups: list, limit: int, progress, counts: bool) -> int:
+    """Fold the log into each group of models (one transaction per batch and group, each
+    group on its own connection) over batches read once, ahead, on another connection.
+
+    The batches start where the least advanced checkpoint stands. A batch is used only if a
+    group's locked checkpoint is where it starts; if not (another projector took a turn),
+    that group folds from its checkpoint alone and leaves, and once the others are done the
+    reading starts again from the least advanced checkpoint.
     """
+    names = [name for group in groups for name in group]
+    total = high = 0  # events counted, and the last position counted
     async with contextlib.AsyncExitStack() as stack:
         reader = await stack.enter_async_context(pool.acquire())
-        conns = [await stack.enter_async_context(pool.acquire()) for _ in names]
-        feed = _Feed(reader, limit, len(names), progress)
-        results = await asyncio.gather(
-            feed.produce(),
-            *(
-                _follow(feed, i, conn, name)
-                for i, (conn, name) in enumerate(zip(conns, names, strict=True))
-            ),
-            return_exceptions=True,
-        )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    if not feed.stopped:
-        return feed.total
-    return feed.total + await catch_up(pool, names, limit=limit, progress=progress)
+        conns = [await stack.enter_async_context(pool.acquire()) for _ in groups]
+        while True:
+            start = await reader.fetchval(Q["min_checkpoint"], names)
+            if start is None:  # no such projection
+                return total
+            feed = _Feed(reader, start, high, limit, len(groups), progress)
+            results = await asyncio.gather(
+                feed.produce(),
+                *(
+                    _follow(feed, i, conn, group, counts)
+                    for i, (conn, group) in enumerate(zip(conns, groups, strict=True))
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            total, high = total + feed.total, feed.high
+            if not feed.left:
+                return total
 
 
 class _Feed:
-    """Batches of the log read once, in order, for models that fold them at their own pace;
-    reading stays at most `lead` batches ahead of the slowest model."""
+    """Batches of the log read once, in order from `start`, for groups of models that fold
+    them at their own pace; reading stays at most `lead` batches ahead of the slowest."""
 
-    def __init__(self, reader, limit: int, models: int, progress, lead: int = 2):
+    def __init__(
+        self, reader, start: int, high: int, limit: int, groups: int, progress, lead: int = 2
+    ):
         self.limit = limit
-        self.total = 0  # events every model has folded
-        self.stopped = False
+        # events of shared batches all groups are past, each position counted once (a
+        # reading that starts again after a group left reads some positions twice)
+        self.total, self.high = 0, high
+        self.left = False  # a group left: its checkpoint was elsewhere
         self._reader = reader
+        self._start = start
         self._lead = lead
         self._progress = progress
         self._batches: dict[int, asyncio.Future] = {}  # index -> (start, rows), or None: stop
-        self._sizes: dict[int, int] = {}
-        self._done = [0] * models  # batches each model has finished
+        self._done = dict.fromkeys(range(groups), 0)  # batches each active group finished
+        self._stopped = False
         self._advanced = asyncio.Event()
 
     def _future(self, index: int) -> asyncio.Future:
@@ -270,21 +260,23 @@ class _Feed:
             self._batches[index] = asyncio.get_running_loop().create_future()
         return self._batches[index]
 
+    def _slowest(self) -> int:
+        return min(self._done.values())
+
     async def produce(self) -> None:
-        start, index = 0, 0
-        while not self.stopped:
-            while index - min(self._done) >= self._lead and not self.stopped:
+        start, index = self._start, 0
+        while not self._stopped:
+            while index - self._slowest() >= self._lead and not self._stopped:
                 self._advanced.clear()
                 await self._advanced.wait()
-            if self.stopped:
+            if self._stopped:
                 return
             future = self._future(index)
             try:
                 rows = await fetch_input(self._reader, start, self.limit)
             except BaseException:
-                self.stop()  # the models end; the error comes out of the gather
+                self.stop()  # the groups end; the error comes out of the gather
                 raise
-            self._sizes[index] = len(rows)
             if not future.done():
                 future.set_result((start, rows))
             if len(rows) < self.limit:
@@ -293,46 +285,70 @@ class _Feed:
 
     async def batch(self, index: int):
         """(start, rows) of batch `index`, or None once the feed stopped."""
-        if self.stopped:
+        if self._stopped:
             return None
         return await self._future(index)
 
-    def finished(self, model: int, index: int) -> None:
-        before = min(self._done)
-        self._done[model] = index + 1
-        for i in range(before, min(self._done)):  # every model is past these
-            self._batches.pop(i, None)
-            size = self._sizes.pop(i)
-            self.total += size
-            if self._progress is not None and size:
-                self._progress(size)
+    def finished(self, group: int, index: int) -> None:
+        self._moved(group, index + 1)
+
+    def leave(self, group: int, again: bool) -> None:
+        """A group follows the feed no more; `again`: it has more to fold after the others
+        are done."""
+        self.left = self.left or again
+        self._moved(group, None)
+
+    def _moved(self, group: int, done: int | None) -> None:
+        before = self._slowest()
+        if done is None:
+            del self._done[group]
+            if not self._done:
+                self.stop()
+                return
+        else:
+            self._done[group] = done
+        for i in range(before, self._slowest()):  # every active group is past these
+            self._count(self._batches.pop(i).result()[1])
         self._advanced.set()
 
+    def _count(self, rows: list) -> None:
+        if not rows or rows[-1]["position"] <= self.high:
+            return
+        new = len(rows)
+        if rows[0]["position"] <= self.high:
+            new = sum(1 for r in rows if r["position"] > self.high)
+        self.total, self.high = self.total + new, rows[-1]["position"]
+        if self._progress is not None:
+            self._progress(new)
+
     def stop(self) -> None:
-        self.stopped = True
+        self._stopped = True
         for future in self._batches.values():
             if not future.done():
                 future.set_result(None)
         self._advanced.set()
 
 
-async def _follow(feed: _Feed, model: int, conn, name: str) -> None:
-    """Fold the feed's batches into one model, in order, until a short batch or a stop."""
+async def _follow(feed: _Feed, group: int, conn, names: list, counts: bool) -> None:
+    """Fold the feed's batches into a group of models, in order, until a short batch; if the
+    group's checkpoint is elsewhere, fold from there once and leave the feed."""
     index = 0
     try:
         while (item := await feed.batch(index)) is not None:
             start, rows = item
-            shared = []
+            asked = []
 
-            async def rows_after(position: int, start=start, rows=rows, shared=shared) -> list:
-                shared.append(position == start)
+            async def rows_after(position: int, start=start, rows=rows, asked=asked) -> list:
+                asked.append(position)
                 return rows if position == start else await fetch_input(conn, position, feed.limit)
 
-            await project_batch(conn, [name], feed.limit, rows_after, False)
-            if shared != [True]:  # another projector moved this checkpoint
-                feed.stop()
+            await project_batch(conn, names, feed.limit, rows_after, counts=counts)
+            if asked != [start]:
+                # another projector moved a checkpoint (asked elsewhere), or the group has
+                # no checkpoint at all (asked nothing): this batch was not for it
+                feed.leave(group, again=bool(asked))
                 return
-            feed.finished(model, index)
+            feed.finished(group, index)
             if len(rows) < feed.limit:
                 return
             index += 1

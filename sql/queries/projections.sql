@@ -3,6 +3,10 @@
 SELECT name, position, skipped FROM projection_checkpoints
 WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE;
 
+-- name: min_checkpoint
+-- Where the least advanced of the named projections stands (no lock: a hint for reading ahead).
+SELECT min(position) FROM projection_checkpoints WHERE name = ANY($1::text[]);
+
 -- name: fetch_projection_input
 -- Log events after a position, with the fields the folds need pulled out in SQL
 -- (status times are the earliest per status in the payload's Meta status history: Kapso's
