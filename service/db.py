@@ -103,6 +103,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool connections never change session state: settings are SET LOCAL, locks are
+    transaction-scoped, and LISTEN and session locks live on dedicated connections. So a
+    release skips asyncpg's default reset query (UNLISTEN, RESET ALL, unlock all: a round
+    trip per release, i.e. per group commit and per API query); asyncpg still rolls back a
+    transaction left open."""
+
+
 async def create_pool(dsn: str, *, size: int = 8, connect_timeout: float = 5.0) -> asyncpg.Pool:
     """The one pool a process uses; JSON columns decode to Python objects."""
     return await asyncpg.create_pool(
@@ -110,6 +118,7 @@ async def create_pool(dsn: str, *, size: int = 8, connect_timeout: float = 5.0) 
         min_size=1,
         max_size=size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=connect_timeout,
         command_timeout=60,
         server_settings={"application_name": "kapso-sink"},

@@ -103,3 +103,22 @@ async def test_each_month_partition_rejects_truncate(sink):
         await sink.pool.execute(f"TRUNCATE {partition}")
     with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
         await sink.pool.execute(f"DELETE FROM {partition}")
+
+
+async def test_pool_release_costs_no_reset_query_but_still_ends_an_open_transaction(database):
+    pool = await db.create_pool(database, size=1)
+    try:
+        sent = []
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+            await conn.execute("CREATE TABLE release_probe (n int)")
+            await conn.execute("BEGIN")  # left open on purpose
+            await conn.execute("INSERT INTO release_probe VALUES (1)")
+        async with pool.acquire() as conn:  # the same connection (pool of one)
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM release_probe") == 0
+        # asyncpg's default reset would have run UNLISTEN, RESET ALL and unlock-all here
+        assert "ROLLBACK" in sent
+        assert not [q for q in sent if "RESET ALL" in q or "advisory_unlock_all" in q]
+    finally:
+        await pool.close()
