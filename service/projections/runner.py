@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,6 +185,27 @@ async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progres
     rebuild (two transactions refreshing them at once could deadlock).
     """
     names = list(names)
+    with _young_collections_rarer():
+        total = await _rebuild(pool, names, limit, progress)
+    log.info("rebuilt", projections=names, events=total)
+    return total
+
+
+@contextlib.contextmanager
+def _young_collections_rarer(threshold: int = 20_000):
+    """A rebuild allocates millions of short-lived objects (rows, facts, states) that die
+    batch by batch. At the default threshold (700 allocations) the collector runs thousands
+    of times per batch, mostly rescanning the batches in flight: about a fifth of the
+    rebuild's Python time. Collect young objects less often while it runs."""
+    before = gc.get_threshold()
+    gc.set_threshold(threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+async def _rebuild(pool: asyncpg.Pool, names: list, limit: int, progress) -> int:
     async with pool.acquire() as conn, conn.transaction():
         await conn.fetch(Q["lock_checkpoints"], names)
         for name in names:
@@ -195,7 +217,6 @@ async def rebuild(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progres
         total = await catch_up(pool, names, limit=limit, progress=progress)
     async with pool.acquire() as conn:
         await conn.execute(Q["refresh_all_conversation_counts"])
-    log.info("rebuilt", projections=names, events=total)
     return total
 
 

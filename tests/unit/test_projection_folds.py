@@ -1,7 +1,9 @@
 """Pure folds: no database. Any order and any duplication give the same final state."""
 
+import gc
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -277,3 +279,11 @@ def test_only_new_conversation_rows_need_a_recount():
     state = fold_conversations(CONVERSATION_ROWS[:2])
     assert conversations.recount({}, [state]) == {CONV: None}  # counted afresh
     assert conversations.recount({CONV: state}, [state._replace(status="ended")]) == {}
+
+
+def test_rebuilds_collect_young_objects_less_often_and_restore_the_collector():
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), runner._young_collections_rarer(12_345):
+        assert gc.get_threshold() == (12_345, *before[1:])
+        raise RuntimeError("a failed rebuild")
+    assert gc.get_threshold() == before
