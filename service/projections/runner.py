@@ -34,6 +34,11 @@ LEADER_APPLICATION = "kapso-sink-projector"
 _KNOWN = set(facts.MESSAGE_EVENTS) | facts.CONVERSATION_EVENTS
 
 
+_BATCH_SETTINGS = (
+    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off"
+)
+
+
 def _json_rows(rows) -> str:
     # one JSON parameter instead of one array per column: encoded in C on both sides
     return orjson.dumps(list(rows)).decode()
@@ -57,8 +62,10 @@ async def project_batch(
     """
     async with conn.transaction():
         # plan each batch query for its own arguments: a generic plan cached while a table was
-        # empty (a fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        # empty (a fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after.
+        # No WAL flush at commit: a crash can lose only the newest batches, read models and
+        # checkpoint together, and they are folded again from the log
+        await conn.execute(_BATCH_SETTINGS)
         checkpoints = {
             r["name"]: r["position"] for r in await conn.fetch(Q["lock_checkpoints"], list(names))
         }
