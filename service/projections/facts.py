@@ -154,20 +154,20 @@ def conversation_fact(row) -> ConversationFact | None:
     if name == "whatsapp.conversation.inactive":
         inactive = _inactive_notice(row)
     status = row["conv_status"]
-    return ConversationFact(
-        position=row["position"],
-        received_at=row["received_at"],
-        conversation_id=conversation_id,
-        phone_number_id=row["phone_number_id"],
-        status=status if status in ("active", "ended") else None,
-        ended=name == "whatsapp.conversation.ended",
-        created_at=iso_time(row["conv_created_at"]),
-        updated_at=iso_time(row["conv_updated_at"]),
-        last_active_at=iso_time(row["conv_last_active_at"]),
-        phone=digits(row["conv_phone"]),
-        bsuid=row["conv_bsuid"] or None,
-        contact_name=row["contact_name"] or None,
-        inactive=inactive,
+    return ConversationFact(  # positional: several times cheaper than keywords, per event
+        row["position"],
+        row["received_at"],
+        conversation_id,
+        row["phone_number_id"],
+        status if status in ("active", "ended") else None,
+        name == "whatsapp.conversation.ended",
+        iso_time(row["conv_created_at"]),
+        iso_time(row["conv_updated_at"]),
+        iso_time(row["conv_last_active_at"]),
+        digits(row["conv_phone"]),
+        row["conv_bsuid"] or None,
+        row["contact_name"] or None,
+        inactive,
     )
 
 
