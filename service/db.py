@@ -55,7 +55,12 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 def latest_version() -> int:
-    return max(v for v, _, _ in migrations())
+    """The schema version this process's code expects, fixed when it was loaded (as `Q` is):
+    migration files that change under a running process do not make it report "pending"."""
+    return _LATEST
+
+
+_LATEST = max(v for v, _, _ in migrations())
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:

@@ -5,6 +5,7 @@ import json
 import orjson
 import pytest
 
+from service import db
 from tests import support, vectors
 
 RECEIVED = "whatsapp.message.received"
@@ -227,6 +228,17 @@ async def test_health_and_readiness(sink):
     assert status == 200 and doc["checks"]["migrations"] == "ok"
 
 
+async def test_readiness_holds_to_the_schema_the_running_code_expects(sink, tmp_path, monkeypatch):
+    # migration files changing under a running process (a deploy in place, or a checkout
+    # moving on) must not turn it unready: it still runs the code it started with
+    for path in db.MIGRATIONS_DIR.glob("*.sql"):
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "9999_later.sql").write_text("SELECT 1;")
+    monkeypatch.setattr(db, "MIGRATIONS_DIR", tmp_path)
+    status, doc, _ = await sink.get("/readyz")
+    assert status == 200 and doc["checks"]["migrations"] == "ok"
+
+
 async def test_unknown_route_and_method_are_json(sink):
     status, doc, _ = await sink.get("/nope")
     assert status == 404 and doc["error"] == "not_found"
@@ -240,7 +252,6 @@ async def test_concurrent_requests_share_commits_and_all_land(sink):
     assert all(r[:2] == (200, {"stored": 1, "duplicates": 0}) for r in results)
     events = await sink.events()
     assert len(events) == 200
-    writer = sink.server.app["writer"] if False else None  # noqa: F841
     assert len({e["idem_hash"] for e in events}) == 200
 
 
