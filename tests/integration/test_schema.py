@@ -42,6 +42,18 @@ async def test_migrating_an_empty_database_builds_the_expected_catalog(databases
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
         )
         assert months >= 4  # default + this month + two ahead
+        log_indexes = {
+            r["def"].split(" USING ", 1)[1]
+            for r in await conn.fetch(
+                "SELECT indexdef AS def FROM pg_indexes WHERE tablename = 'events'"
+            )
+        }
+        # each index costs every append; position scans use the primary key, which it leads
+        assert log_indexes == {
+            'btree ("position", received_at)',
+            'btree (conversation_id, "position") WHERE (conversation_id IS NOT NULL)',
+            'btree (message_id, "position") WHERE (message_id IS NOT NULL)',
+        }
         unique = await conn.fetchval(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'event_keys_pkey'"
         )
