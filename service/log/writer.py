@@ -5,7 +5,7 @@ Commit order and position order. Positions come from an identity column, and a r
 append at once, the one holding the lower positions might commit after a reader had
 already passed them, and those events would be skipped forever. We rule that out with one
 transaction-scoped advisory lock that every append takes first (the whole append is one
-call of the SQL function in migration 0005): positions are drawn only while it is held, and
+call of the SQL function in migration 0007): positions are drawn only while it is held, and
 it is released only after commit, so commit order equals position order on the whole
 database, whatever the number of writers and processes.
 
@@ -259,9 +259,7 @@ class LogWriter:
         deliveries = {p.delivery.body_sha256: p.delivery for p in batch}
         events = [e for p in batch for e in p.events]
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                Q["append_batch"], *_delivery_columns(deliveries.values()), *_event_columns(events)
-            )
+            rows = await conn.fetch(Q["append_batch"], list(deliveries.values()), events)
         inserted = dict(rows)  # (idem_hash, position) pairs
         return self._tally(batch, inserted)
 
@@ -294,16 +292,3 @@ async def _settle(tasks: set[asyncio.Task]) -> None:
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(StoreUnavailable("the event log did not commit in time"))
-
-
-def _columns(rows: list, width: int) -> list[tuple]:
-    """One array per record field, in field order (the SQL function's argument order)."""
-    return list(zip(*rows, strict=True)) if rows else [()] * width
-
-
-def _delivery_columns(deliveries) -> list[tuple]:
-    return _columns(list(deliveries), len(DeliveryRecord._fields))
-
-
-def _event_columns(events: list[EventRecord]) -> list[tuple]:
-    return _columns(events, len(EventRecord._fields))

@@ -3,10 +3,10 @@
 SELECT coalesce(max(position), 0) FROM events;
 
 -- name: append_batch
--- Everything one group commit does, in one statement (see migration 0004).
-SELECT idem_hash, "position" FROM kapso_sink_append(
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-    $20, $21);
+-- Everything one group commit does, in one statement (see migrations 0004 and 0007):
+-- $1 the deliveries, $2 the events, each an array of rows.
+SELECT idem_hash, "position"
+FROM kapso_sink_append($1::kapso_sink_delivery_row[], $2::kapso_sink_event_row[]);
 
 -- name: ensure_partitions
 -- Monthly log partitions for this month and the next two.

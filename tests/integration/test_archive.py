@@ -11,7 +11,6 @@ import pytest
 
 from service.db import Q
 from service.log import archive, layout
-from service.log import writer as log_writer
 from service.projections import runner
 from service.webhooks import kapso
 from tests import support
@@ -38,11 +37,7 @@ async def append_old(pool, i: int) -> None:
     delivery, events = kapso.parse_delivery(
         old_body(i), {"X-Webhook-Event": "whatsapp.message.received"}, "sid", OLD
     )
-    await pool.fetch(
-        Q["append_batch"],
-        *log_writer._delivery_columns([delivery]),
-        *log_writer._event_columns(events),
-    )
+    await pool.fetch(Q["append_batch"], [delivery], events)
 
 
 def test_only_older_monthly_partitions_are_chosen():

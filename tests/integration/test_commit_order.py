@@ -38,11 +38,7 @@ async def test_an_append_waits_for_another_processes_open_transaction(database):
         tx = other.transaction()
         await tx.start()
         delivery, events = record(1, "first")  # another process, mid-append
-        [row] = await other.fetch(
-            Q["append_batch"],
-            *log_writer._delivery_columns([delivery]),
-            *log_writer._event_columns(events),
-        )
+        [row] = await other.fetch(Q["append_batch"], [delivery], events)
         task = asyncio.create_task(writer.append(*record(2, "second")))
         await wait_for_advisory_waiter(watcher)
         assert not task.done()
