@@ -139,3 +139,31 @@ async def test_one_writer_keeps_several_appends_in_flight_and_in_order(database)
 
 async def _at_least(count, n: int) -> bool:
     return await count() >= n
+
+
+async def test_the_previous_releases_append_call_still_appends_during_an_upgrade(database):
+    # the 21-column-array call of the release before migration 0007, as its writer made it
+    previous = (
+        'SELECT idem_hash, "position" FROM kapso_sink_append('
+        + ", ".join(f"${i}" for i in range(1, 22))
+        + ")"
+    )
+    conn = await asyncpg.connect(database)
+    await db._init_connection(conn)
+    try:
+        deliveries, events = [], []
+        for i in range(3):
+            delivery, evs = record(i, "old")
+            deliveries.append(delivery)
+            events += evs
+        columns = [*zip(*deliveries, strict=True), *zip(*events, strict=True)]
+        first = await conn.fetch(previous, *columns)
+        again = await conn.fetch(previous, *columns)  # a retry: stored once
+        stored = await conn.fetch(
+            "SELECT idem_hash, message_id, payload FROM events ORDER BY position"
+        )
+    finally:
+        await conn.close()
+    assert [r["idem_hash"] for r in first] == [e.idem_hash for e in events] and again == []
+    assert [r["message_id"] for r in stored] == ["wamid.old0", "wamid.old1", "wamid.old2"]
+    assert stored[0]["payload"] == {"message": {"id": "wamid.old0"}}
