@@ -3,6 +3,10 @@
 Both get the same pre-signed Kapso deliveries and the same Lua script (bench/replay.lua);
 (b) runs as `python -m service serve` on a fresh database with full verification and
 durable commit. Afterwards the event log is checked against what was acknowledged.
+
+For calibration, the same load also goes to the issue's minimal prototype (bench/prototype.py:
+HMAC check and one unnest INSERT per batch, nothing else) on the same database server: its
+ratio says what this machine, on this day, allows the least durable sink.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ def run(args) -> dict:
 
         with common.database_server() as (admin_dsn, where, pg_pid):
             with common.fresh_database(admin_dsn) as dsn:
+                print("(c) the issue's minimal prototype, for calibration ...", flush=True)
+                prototype = run_prototype(tmp, dsn, pg_pid, load, warmup)
+            with common.fresh_database(admin_dsn) as dsn:
                 print(f"(b) kapso-sink on a fresh database ({where}) ...", flush=True)
                 sink = run_sink(tmp, dsn, pg_pid, load, warmup)
                 # xmin: the id of the transaction that wrote the row, i.e. one group commit
@@ -75,6 +82,8 @@ def run(args) -> dict:
     check = log_check(sink["wrk"], counts, row["n"] - before, row["d"] - before)
     check["commits"] = row["commits"]
     figures = summarize(args, bare, sink, check, where)
+    figures["prototype"] = wrk_figures(prototype)
+    figures["prototype_ratio"] = round(figures["prototype"]["rps"] / figures["bare"]["rps"], 3)
     print_table(figures)
     return figures
 
@@ -89,6 +98,25 @@ def run_bare(tmp: Path, load: dict, warmup: dict) -> dict:
         common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={}, **warmup)
         return common.run_wrk(
             f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={"server": child.pid}, **load
+        )
+    finally:
+        child.stop()
+
+
+def run_prototype(tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict) -> dict:
+    port = common.free_port()
+    argv = [sys.executable, "-m", "bench.prototype", "--port", str(port)]
+    child = common.Child(
+        "prototype", [*argv, "--dsn", dsn, "--secret", SECRET], tmp / "prototype.log"
+    )
+    try:
+        common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
+        common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={}, **warmup)
+        return common.run_wrk(
+            f"http://127.0.0.1:{port}{PATH}",
+            SCRIPT,
+            watch={"server": child.pid, "postgres": pg_pid},
+            **load,
         )
     finally:
         child.stop()
@@ -245,7 +273,8 @@ def print_table(f: dict) -> None:
         f"wrk {f['wrk_threads']} threads, {f['cpus']} CPUs shared with the servers)"
     )
     print(f"{'':18}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>9}{'200s':>9}{'other':>7}")
-    for name, x in (("bare aiohttp", a), ("kapso-sink", b)):
+    rows = (("bare aiohttp", a), ("kapso-sink", b), ("(c) prototype", f["prototype"]))
+    for name, x in rows:
         print(
             f"{name:18}{x['rps']:>8.0f}{x['p50_ms']:>10.1f}{x['p99_ms']:>9.1f}"
             f"{x['status_200']:>9}{x['status_other']:>7}"
@@ -255,10 +284,14 @@ def print_table(f: dict) -> None:
         f"p99 <= {TARGET_P99_MS:g} ms: {met})"
     )
     print(
+        f"{'ratio c/a':18}{f['prototype_ratio']:>8.2f}   (the issue's calibration: 0.58; "
+        "HMAC and one INSERT per batch only)"
+    )
+    print(
         f"peak RSS of kapso-sink: {f['rss_mib']['peak']:.0f} MiB "
         f"(at start {f['rss_mib']['start']:.0f} MiB)"
     )
-    for name, x in (("(a)", a), ("(b)", b)):
+    for name, x in (("(a)", a), ("(b)", b), ("(c)", f["prototype"])):
         used = ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_cores"].items())
         print(f"CPU cores used during {name}: {used}")
     busy = max(a["cpu_cores"]["others"], b["cpu_cores"]["others"])
