@@ -119,7 +119,8 @@ async def _writer(app: web.Application):
 
 
 async def _projector(app: web.Application):
-    projector = Projector(app[keys.pool], app[keys.dsn])
+    settings = app[keys.settings]
+    projector = Projector(app[keys.pool], app[keys.dsn], min_interval=settings.projector_interval)
     app[keys.projector] = projector
     stop = asyncio.Event()
     task = asyncio.create_task(projector.run(stop), name="projector")

@@ -182,7 +182,10 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
             os.nice(PROJECTOR_NICE)
         pool = await db.create_pool(dsn, size=3)
         try:
-            await Projector(pool, dsn, batch_size=args.batch).run(stop)
+            projector = Projector(
+                pool, dsn, batch_size=args.batch, min_interval=settings.projector_interval
+            )
+            await projector.run(stop)
         finally:
             await pool.close()
             if watcher is not None:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", alias="KAPSO_SINK_LOG_LEVEL")
     log_format: str = Field("json", alias="KAPSO_SINK_LOG_FORMAT")
     projector: str = Field("process", alias="KAPSO_SINK_PROJECTOR")
+    projector_interval: float = Field(0.5, alias="KAPSO_SINK_PROJECTOR_INTERVAL", ge=0, le=60)
     spool_max_bytes: int = Field(256 * 1024 * 1024, alias="KAPSO_SINK_SPOOL_MAX_BYTES", ge=0)
     meta_app_secret: SecretStr | None = Field(None, alias="META_APP_SECRET")
     meta_verify_token: SecretStr | None = Field(None, alias="META_VERIFY_TOKEN")

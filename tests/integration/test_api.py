@@ -191,6 +191,9 @@ def test_bad_settings_name_the_variable():
         load(_env_file=None, KAPSO_SINK_PORT="eighty")
     with pytest.raises(ConfigError, match="KAPSO_SINK_COMMIT_TIMEOUT"):
         load(_env_file=None, KAPSO_SINK_COMMIT_TIMEOUT="30")
+    with pytest.raises(ConfigError, match="KAPSO_SINK_PROJECTOR_INTERVAL"):
+        load(_env_file=None, KAPSO_SINK_PROJECTOR_INTERVAL="-1")
+    assert load(_env_file=None, KAPSO_SINK_PROJECTOR_INTERVAL="0.2").projector_interval == 0.2
 
 
 async def test_prometheus_metrics(sink):

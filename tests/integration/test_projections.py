@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from analytics import simulator
+from service import keys
 from service.projections import runner
 from tests import support
 
@@ -417,6 +418,33 @@ async def test_a_live_projector_folds_a_steady_stream_in_few_large_batches(datab
         await task
         await writer.close()
         await pool.close()
+
+
+async def test_after_a_quiet_spell_the_first_event_is_folded_at_once(database, tmp_path):
+    """KAPSO_SINK_PROJECTOR_INTERVAL spaces batches under load only: an event arriving after
+    the log was quiet for longer than the interval is folded without waiting for it."""
+    settings = support.make_settings(
+        tmp_path, KAPSO_SINK_PROJECTOR=True, KAPSO_SINK_PROJECTOR_INTERVAL=1.5
+    )
+    sink = await support.start_sink(database, settings)
+    try:
+        projector = sink.server.app[keys.projector]
+        assert projector.min_interval == 1.5  # the setting reaches the running projector
+        await support.wait_until(lambda: projector.is_leader, 10)
+        await sink.send({"message": {"id": "wamid.QUIET-1"}}, event="whatsapp.message.received")
+        await support.wait_until(lambda: projector.events == 1, 10)
+        await asyncio.sleep(1.6)
+        sent = asyncio.get_running_loop().time()
+        await sink.send({"message": {"id": "wamid.QUIET-2"}}, event="whatsapp.message.received")
+        await support.wait_until(lambda: projector.events == 2, 10)
+        assert asyncio.get_running_loop().time() - sent < 1.0
+        # while a third, sent right after, waits for the rest of the interval
+        sent = asyncio.get_running_loop().time()
+        await sink.send({"message": {"id": "wamid.QUIET-3"}}, event="whatsapp.message.received")
+        await support.wait_until(lambda: projector.events == 3, 10)
+        assert asyncio.get_running_loop().time() - sent > 0.7
+    finally:
+        await support.stop_sink(sink)
 
 
 async def test_counts_kept_batch_by_batch_equal_a_fresh_count(sink):
