@@ -196,6 +196,21 @@ def test_bad_settings_name_the_variable():
     assert load(_env_file=None, KAPSO_SINK_PROJECTOR_INTERVAL="0.2").projector_interval == 0.2
 
 
+async def test_every_response_carries_a_request_id(sink):
+    """A client's X-Request-Id is echoed (and logged); without one each response gets its own."""
+    given = {"X-Request-Id": "trace-42"}
+    raw, headers = support.delivery({"message": {"id": "wamid.RID"}})
+    status, _, answer = await sink.post(raw, {**headers, **given})
+    assert (status, answer["X-Request-Id"]) == (200, "trace-42")
+    ids = set()
+    for n in range(3):
+        _, _, answer = await sink.send({"message": {"id": f"wamid.RID{n}"}})
+        ids.add(answer["X-Request-Id"])
+    async with sink.http.get(sink.url + "/healthz") as resp:
+        ids.add(resp.headers["X-Request-Id"])
+    assert len(ids) == 4 and all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+
+
 async def test_prometheus_metrics(sink):
     await sink.send({"message": {"id": "wamid.X"}}, event="whatsapp.message.received")
     await sink.send({"message": {"id": "wamid.X"}}, event="whatsapp.message.received")
