@@ -25,14 +25,25 @@ def parse_delivery(
     doc, error = envelope.load_json(body)
     header_event = clean_text(headers.get("X-Webhook-Event"), 200)
     version = clean_text(headers.get("X-Webhook-Payload-Version"), 20) or _sniff_version(doc)
-    common = dict(
-        idempotency_key=clean_text(headers.get("X-Idempotency-Key"), 200),
-        kind=KIND,
-        payload_version=version,
-        received_at=received_at,
-        secret_id=secret_id,
-        body_sha256=body_sha,
-    )
+    key = clean_text(headers.get("X-Idempotency-Key"), 200)
+
+    def event(part, name, index, info, payload, parse_error, ids) -> EventRecord:
+        # positional, in EventRecord's field order: this runs for every webhook
+        return EventRecord(
+            idem_hash(KIND, body_sha, part),
+            key,
+            KIND,
+            name,
+            version,
+            index,
+            info,
+            received_at,
+            secret_id,
+            body_sha,
+            *ids,
+            payload,
+            parse_error,
+        )
 
     items = _batch_items(doc, headers)
     if items is not None:
@@ -42,36 +53,15 @@ def parse_delivery(
         events = []
         for index, item in enumerate(items):
             payload, item_error = envelope.dump_json(item)
-            events.append(
-                EventRecord(
-                    idem_hash=idem_hash(KIND, body_sha, str(index)),
-                    event_name=name,
-                    batch_index=index,
-                    batch_info=info_text,
-                    payload=payload,
-                    parse_error=item_error,
-                    **_ids(item, batch_info),
-                    **common,
-                )
-            )
+            ids = _ids(item, batch_info)
+            events.append(event(str(index), name, index, info_text, payload, item_error, ids))
         return delivery, events
 
     name = header_event or _body_event(doc) or UNKNOWN_EVENT
     payload = None
     if error is None:
         payload, error = _single_payload(body)
-    return delivery, [
-        EventRecord(
-            idem_hash=idem_hash(KIND, body_sha, "single"),
-            event_name=name,
-            batch_index=None,
-            batch_info=None,
-            payload=payload,
-            parse_error=error,
-            **_ids(doc, None),
-            **common,
-        )
-    ]
+    return delivery, [event("single", name, None, None, payload, error, _ids(doc, None))]
 
 
 def _single_payload(body: bytes) -> tuple[str | None, str | None]:
@@ -118,11 +108,12 @@ _CONVERSATION_ID = (
 )
 
 
-def _ids(doc, batch_info) -> dict:
-    """Pull the ids projections need out of any known Kapso shape (v1, v2, project)."""
-    return {
-        "phone_number_id": envelope.first_text_at(doc, *_PHONE_NUMBER_ID),
-        "conversation_id": envelope.first_text_at(doc, *_CONVERSATION_ID)
+def _ids(doc, batch_info) -> tuple[str | None, str | None, str | None]:
+    """(phone number id, conversation id, message id) from any known Kapso shape (v1, v2,
+    project): the ids projections need."""
+    return (
+        envelope.first_text_at(doc, *_PHONE_NUMBER_ID),
+        envelope.first_text_at(doc, *_CONVERSATION_ID)
         or envelope.first_text(envelope.get(batch_info, "conversation_id")),
-        "message_id": envelope.first_text(envelope.get(doc, "message", "id")),
-    }
+        envelope.first_text(envelope.get(doc, "message", "id")),
+    )
