@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
     proj = sub.add_parser("project", help="run the projector alone (serve starts one itself)")
     proj.add_argument(
-        "--batch", type=int, default=1000, help="events folded per transaction (bounds its memory)"
+        "--batch", type=int, default=5000, help="events folded per transaction (bounds its memory)"
     )
     proj.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
     arch = sub.add_parser("archive", help="move whole months of the log to Parquet")
