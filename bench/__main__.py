@@ -1,4 +1,4 @@
-"""`python -m bench [--scenario NAME ...] [--duration S] [--connections N]`.
+"""`python -m bench [--scenario NAME ...] [--duration S] [--connections N] [--repeat N]`.
 
 A scenario is a module function run(args) -> dict of figures that prints its own table;
 register it in SCENARIOS. Each result is also written to bench/results/<name>.json.
@@ -33,6 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run (wrk -d)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="ingest: measure (a), (c) and (b) this many times in turn and report the median "
+        "round by ratio b/a (the upper one for an even count); the ratios swing between runs "
+        "on a busy machine",
+    )
     parser.add_argument(
         "--sustain",
         type=int,
