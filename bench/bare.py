@@ -16,6 +16,13 @@ async def handle(request: web.Request) -> web.Response:
     return web.Response(text='{"ok":true}')
 
 
+def serve(app: web.Application, host: str, port: int) -> None:
+    """Run a bench server the way every one here runs: uvloop, no access log, quiet."""
+    web.run_app(
+        app, host=host, port=port, loop=uvloop.new_event_loop(), access_log=None, print=None
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bare")
     parser.add_argument("--host", default="127.0.0.1")
@@ -23,14 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     app = web.Application(client_max_size=10 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)  # GET /readyz works too
-    web.run_app(
-        app,
-        host=args.host,
-        port=args.port,
-        loop=uvloop.new_event_loop(),
-        access_log=None,
-        print=None,
-    )
+    serve(app, args.host, args.port)
 
 
 if __name__ == "__main__":

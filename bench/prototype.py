@@ -16,8 +16,9 @@ import hashlib
 import hmac
 
 import asyncpg
-import uvloop
 from aiohttp import web
+
+from bench.bare import serve
 
 TABLE = """CREATE TABLE IF NOT EXISTS prototype_log (
     position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -95,14 +96,7 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--secret", required=True)
     args = parser.parse_args()
-    web.run_app(
-        make_app(args.dsn, args.secret.encode()),
-        host=args.host,
-        port=args.port,
-        loop=uvloop.new_event_loop(),
-        access_log=None,
-        print=None,
-    )
+    serve(make_app(args.dsn, args.secret.encode()), args.host, args.port)
 
 
 if __name__ == "__main__":
