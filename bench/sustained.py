@@ -36,6 +36,7 @@ def _ceiling() -> float:
 WARMUP_SHARE = 0.2  # RSS growth is judged from the end of this share of the run
 RSS_SLACK_MIB = 5.0  # allowed difference between the warm and the final RSS
 SAMPLE_EVERY = 10.0  # seconds between RSS samples
+CATCH_UP_LIMIT = 30.0  # the projector must have folded everything this soon after the load
 
 
 def _rss_mib(pid: int) -> float:
@@ -129,6 +130,16 @@ def _projection_lag(url: str) -> int:
         return max(p["lag_events"] for p in json.load(resp)["projections"])
 
 
+def _catch_up_seconds(url: str, limit: float = CATCH_UP_LIMIT) -> float | None:
+    """Seconds until the projector has folded everything, or None if not within `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if _projection_lag(url) == 0:
+            return round(time.monotonic() - started, 2)
+        time.sleep(0.05)
+    return None
+
+
 def _readyz(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
@@ -185,6 +196,7 @@ def run(args) -> dict:
                     steady = _paced(url, tmp, delay_ms, seconds, sink.pid)
                 rss_end = sampler.samples[-1][1]
                 lag = _projection_lag(url)
+                caught_up = _catch_up_seconds(url)
                 warm_at = sampler.warm(seconds)
                 rss_warm = sampler.samples[warm_at][1]
                 # the outage: PostgreSQL stops, the sink keeps answering from its spool
@@ -224,6 +236,7 @@ def run(args) -> dict:
         "target_rate": round(rate),
         "pause_ms": delay_ms,
         "projection_lag_at_end": lag,
+        "projection_caught_up_s": caught_up,
         "steady": a,
         "rss_mib": {
             "idle": rss_start,
@@ -239,7 +252,7 @@ def run(args) -> dict:
     }
     log_ok = rows["n"] >= acked and rows["n"] == rows["d"] and b["status_other"] == 0
     rss_ok = rss_end - rss_warm <= RSS_SLACK_MIB
-    figures["ok"] = exit_code == 0 and log_ok and rss_ok
+    figures["ok"] = exit_code == 0 and log_ok and rss_ok and caught_up is not None
     print(f"\nscenario sustained ({seconds} s at ~{rate:.0f} req/s, {CONNECTIONS} connections)")
     print(
         f"  achieved {a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, "
@@ -259,7 +272,8 @@ def run(args) -> dict:
     for name, end in sampler.processes[-1].items():
         warm = sampler.processes[warm_at].get(name, 0.0)
         print(f"    {name}: {warm:.1f} -> {end:.1f} MiB ({end - warm:+.1f})")
-    print(f"  projector lag when the load stopped: {lag} events")
+    after = f"caught up {caught_up} s later" if caught_up is not None else "NOT caught up"
+    print(f"  projector lag when the load stopped: {lag} events, {after}")
     print(
         f"  database down: spool took {b['rps']:.0f} req/s (p99 {b['p99_ms']:.1f} ms, "
         f"non-200: {b['status_other']}), {spooled} records, drained in {drain_seconds} s"
