@@ -111,35 +111,27 @@ def run_round(args, tmp: Path, counts: list, load: dict, warmup: dict) -> dict:
 
 
 def run_bare(tmp: Path, load: dict, warmup: dict) -> dict:
-    port = common.free_port()
-    child = common.Child(
-        "bare aiohttp", [sys.executable, "-m", "bench.bare", "--port", str(port)], tmp / "bare.log"
-    )
-    try:
-        common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
-        common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={}, **warmup)
-        return common.run_wrk(
-            f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={"server": child.pid}, **load
-        )
-    finally:
-        child.stop()
+    return _run_reference("bare", [], tmp, None, load, warmup)
 
 
 def run_prototype(tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict) -> dict:
-    port = common.free_port()
-    argv = [sys.executable, "-m", "bench.prototype", "--port", str(port)]
-    child = common.Child(
-        "prototype", [*argv, "--dsn", dsn, "--secret", SECRET], tmp / "prototype.log"
+    return _run_reference(
+        "prototype", ["--dsn", dsn, "--secret", SECRET], tmp, pg_pid, load, warmup
     )
+
+
+def _run_reference(
+    module: str, args: list, tmp: Path, pg_pid: int | None, load: dict, warmup: dict
+) -> dict:
+    """Start `python -m bench.<module> --port P ...args`, warm it up, measure it, stop it."""
+    port = common.free_port()
+    argv = [sys.executable, "-m", f"bench.{module}", "--port", str(port), *args]
+    child = common.Child(module, argv, tmp / f"{module}.log")
+    url = f"http://127.0.0.1:{port}{PATH}"
     try:
         common.wait_ready(child, f"http://127.0.0.1:{port}/readyz")
-        common.run_wrk(f"http://127.0.0.1:{port}{PATH}", SCRIPT, watch={}, **warmup)
-        return common.run_wrk(
-            f"http://127.0.0.1:{port}{PATH}",
-            SCRIPT,
-            watch={"server": child.pid, "postgres": pg_pid},
-            **load,
-        )
+        common.run_wrk(url, SCRIPT, watch={}, **warmup)
+        return common.run_wrk(url, SCRIPT, watch={"server": child.pid, "postgres": pg_pid}, **load)
     finally:
         child.stop()
 

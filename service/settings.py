@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+PROJECTOR_INTERVAL = 0.5  # seconds between projector batches under load (the default)
+
 
 class ConfigError(Exception):
     """A setting has a bad value; the message names the variable."""
@@ -38,7 +40,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", alias="KAPSO_SINK_LOG_LEVEL")
     log_format: str = Field("json", alias="KAPSO_SINK_LOG_FORMAT")
     projector: str = Field("process", alias="KAPSO_SINK_PROJECTOR")
-    projector_interval: float = Field(0.5, alias="KAPSO_SINK_PROJECTOR_INTERVAL", ge=0, le=60)
+    projector_interval: float = Field(
+        PROJECTOR_INTERVAL, alias="KAPSO_SINK_PROJECTOR_INTERVAL", ge=0, le=60
+    )
     spool_max_bytes: int = Field(256 * 1024 * 1024, alias="KAPSO_SINK_SPOOL_MAX_BYTES", ge=0)
     meta_app_secret: SecretStr | None = Field(None, alias="META_APP_SECRET")
     meta_verify_token: SecretStr | None = Field(None, alias="META_VERIFY_TOKEN")

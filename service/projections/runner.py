@@ -27,6 +27,7 @@ from service.db import Q
 from service.log.writer import NOTIFY_CHANNEL
 from service.projections import conversations, facts, messages
 from service.projections.seen import SeenIds
+from service.settings import PROJECTOR_INTERVAL
 
 log = structlog.get_logger("service.projections")
 
@@ -433,7 +434,7 @@ class Projector:
         *,
         poll_interval: float = 1.0,
         batch_size: int = 1000,
-        min_interval: float = 0.5,
+        min_interval: float = PROJECTOR_INTERVAL,
     ):
         self._pool = pool
         self._dsn = dsn
