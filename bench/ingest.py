@@ -63,7 +63,7 @@ def run(args) -> dict:
         }
 
         rounds = []
-        for n in range(max(1, getattr(args, "repeat", 1))):
+        for n in range(max(1, args.repeat)):
             if n:
                 print(f"round {n + 1} ...", flush=True)
             rounds.append(run_round(args, tmp, counts, load, warmup))

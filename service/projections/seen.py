@@ -34,10 +34,9 @@ class SeenIds:
         When most keys so far were written before (conversations recur all through a log),
         the filter spares few lookups for its own cost: it retires for the rest of the
         rebuild."""
-        array, bits, maybe = self._array, self._bits, []
+        array, probes, maybe = self._array, self._probes, []
         for key in keys:
-            h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF
-            a, b = (h & 0xFFFF_FFFF) % bits, (h >> 32) % bits
+            a, b = probes(key)
             if array[a >> 3] & (1 << (a & 7)) and array[b >> 3] & (1 << (b & 7)):
                 maybe.append(key)
         self._asked += len(keys)
@@ -47,12 +46,16 @@ class SeenIds:
         return maybe
 
     def add(self, keys) -> None:
-        array, bits = self._array, self._bits
+        array, probes = self._array, self._probes
         for key in keys:
-            h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF
-            a, b = (h & 0xFFFF_FFFF) % bits, (h >> 32) % bits
+            a, b = probes(key)
             array[a >> 3] |= 1 << (a & 7)
             array[b >> 3] |= 1 << (b & 7)
+
+    def _probes(self, key: str) -> tuple[int, int]:
+        """The two bit positions of a key: the halves of its 64-bit hash."""
+        h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF
+        return (h & 0xFFFF_FFFF) % self._bits, (h >> 32) % self._bits
 
     def follows(self, checkpoint: int) -> bool:
         """Whether the filter still knows every row: the model's locked checkpoint is where
