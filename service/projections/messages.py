@@ -124,27 +124,57 @@ def from_row(row) -> Message:
     )
 
 
+# the `messages` table's columns, in the order of `to_record`
+COLUMNS = (
+    "id",
+    "conversation_id",
+    "phone_number_id",
+    "direction",
+    "type",
+    "origin",
+    "template_name",
+    "message_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "failed_at",
+    "status",
+    "read_without_delivered",
+    "error_code",
+    "error_title",
+    "pricing_category",
+    "updated_position",
+    "updated_at",
+    "contact_id",
+)
+
+
+def to_record(s: Message) -> tuple:
+    """The `messages` table row of a state, as values in COLUMNS order (for COPY)."""
+    return (
+        s.id,
+        s.conversation_id,
+        s.phone_number_id,
+        s.direction,
+        s.type,
+        s.origin,
+        s.template_name,
+        s.message_at,
+        s.sent_at,
+        s.delivered_at,
+        s.read_at,
+        s.failed_at,
+        s.status,
+        s.read_without_delivered,
+        s.error[0] if s.error else None,
+        s.error[1] if s.error else None,
+        s.pricing_category,
+        s.updated_position,
+        s.updated_at,
+        s.contact_id,
+    )
+
+
 def to_row(s: Message) -> dict:
-    """The `messages` table row of a state (for `upsert_messages`)."""
-    return {
-        "id": s.id,
-        "conversation_id": s.conversation_id,
-        "phone_number_id": s.phone_number_id,
-        "direction": s.direction,
-        "type": s.type,
-        "origin": s.origin,
-        "template_name": s.template_name,
-        "message_at": s.message_at,
-        "sent_at": s.sent_at,
-        "delivered_at": s.delivered_at,
-        "read_at": s.read_at,
-        "failed_at": s.failed_at,
-        "status": s.status,
-        "read_without_delivered": s.read_without_delivered,
-        "error_code": s.error[0] if s.error else None,
-        "error_title": s.error[1] if s.error else None,
-        "pricing_category": s.pricing_category,
-        "updated_position": s.updated_position,
-        "updated_at": s.updated_at,
-        "contact_id": s.contact_id,
-    }
+    """The `messages` table row of a state, by column name (for `upsert_messages`)."""
+    return dict(zip(COLUMNS, to_record(s), strict=True))

@@ -126,6 +126,9 @@ class _Model:
     from_row: Callable
     to_row: Callable
     touched: Callable  # (states before, changed states) -> {conversation id: delta or None}
+    # new rows go in by binary COPY when these are set (see _write_states)
+    to_record: Callable | None = None
+    columns: tuple | None = None
 
 
 MODELS = {
@@ -138,6 +141,8 @@ MODELS = {
         messages.from_row,
         messages.to_row,
         messages.recount,
+        messages.to_record,
+        messages.COLUMNS,
     ),
     conversations.NAME: _Model(
         conversations.NAME,
@@ -181,7 +186,7 @@ async def _project(
             key = model.key(fact)
             states[key] = model.fold(states.get(key), fact)
         changed = [states[i] for i in ids]
-        await conn.execute(Q[f"upsert_{model.name}"], _json_rows(map(model.to_row, changed)))
+        await _write_states(conn, model, changed, before)
         touched = model.touched(before, changed)
         if seen is not None and seen.valid:
             seen.add(ids)
@@ -189,6 +194,30 @@ async def _project(
     if seen is not None and seen.valid:
         seen.position = last
     return touched
+
+
+async def _write_states(conn, model: _Model, changed: list, before: dict) -> None:
+    """Write a batch's folded states: new rows by binary COPY, the others by upsert.
+
+    A model's rows are written only in a transaction holding its checkpoint row locked, and
+    `before` holds every row of the batch that already existed (or the rebuild's filter knew
+    it could not), so a state not in it is a new row. COPY skips what makes the upsert
+    costly in PostgreSQL for such rows: parsing JSON and timestamps from text, and checking
+    for a conflict. Should a row be there all the same, the batch falls back to the upsert.
+    """
+    fresh = [s for s in changed if s.id not in before] if model.to_record else []
+    rest = [s for s in changed if s.id in before] if fresh else changed
+    if fresh:
+        try:
+            async with conn.transaction():  # a savepoint: a failed COPY leaves the batch intact
+                await conn.copy_records_to_table(
+                    model.name, records=map(model.to_record, fresh), columns=model.columns
+                )
+        except asyncpg.UniqueViolationError:
+            log.warning("projection_copy_conflict", projection=model.name, rows=len(fresh))
+            rest = changed
+    if rest:
+        await conn.execute(Q[f"upsert_{model.name}"], _json_rows(map(model.to_row, rest)))
 
 
 async def catch_up(pool: asyncpg.Pool, names=NAMES, *, limit: int = 5000, progress=None) -> int:

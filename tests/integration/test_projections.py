@@ -538,6 +538,26 @@ async def test_a_rebuild_looks_up_rows_another_projector_wrote_during_it(sink):
     assert await table(sink.pool, "messages") == live  # the send's sent_at was not lost
 
 
+async def test_a_new_row_found_already_there_is_upserted_instead(sink):
+    """New rows go in by COPY. A row that is there after all (written behind the rebuild's
+    filter) makes the COPY fail: the batch falls back to the upsert instead of failing."""
+    from service.projections.seen import SeenIds
+
+    await sink.send(outbound("whatsapp.message.sent", [SENT]), event="whatsapp.message.sent")
+    await sink.pool.execute(
+        "INSERT INTO messages (id, status, updated_position, updated_at) "
+        "VALUES ($1, 'pending', 0, now())",
+        WAMID,
+    )
+    async with sink.pool.acquire() as conn:
+        seen = {"messages": SeenIds(capacity=10)}  # knows of no row: looks nothing up
+        fold = functools.partial(runner.project_batch, conn, ["messages"], counts=False)
+        assert await fold(seen=seen) == 1
+    row = await sink.pool.fetchrow("SELECT * FROM messages WHERE id = $1", WAMID)
+    assert row["status"] == "sent" and row["sent_at"] is not None
+    assert row["pricing_category"] == "utility" and row["updated_position"] > 0
+
+
 async def test_a_side_by_side_drain_hands_over_when_another_projector_took_a_turn(sink):
     from service.db import Q
 
