@@ -199,14 +199,18 @@ async def _project(
 async def _write_states(conn, model: _Model, changed: list, before: dict) -> None:
     """Write a batch's folded states: new rows by binary COPY, the others by upsert.
 
-    A model's rows are written only in a transaction holding its checkpoint row locked, and
-    `before` holds every row of the batch that already existed (or the rebuild's filter knew
-    it could not), so a state not in it is a new row. COPY skips what makes the upsert
-    costly in PostgreSQL for such rows: parsing JSON and timestamps from text, and checking
-    for a conflict. Should a row be there all the same, the batch falls back to the upsert.
+    A model's rows are written only in a transaction holding its checkpoint row locked.
+    `before` holds the batch's rows that were found, and an id that was not looked up (the
+    rebuild's filter) cannot exist yet, so a state missing from `before` is a new row. COPY
+    spares PostgreSQL what makes the upsert costly for it: parsing JSON and timestamps from
+    text, and checking for a conflict. Should a row be there all the same, the batch falls
+    back to the upsert.
     """
-    fresh = [s for s in changed if s.id not in before] if model.to_record else []
-    rest = [s for s in changed if s.id in before] if fresh else changed
+    if model.to_record is None:
+        fresh, rest = [], changed
+    else:
+        fresh = [s for s in changed if s.id not in before]
+        rest = [s for s in changed if s.id in before]
     if fresh:
         try:
             async with conn.transaction():  # a savepoint: a failed COPY leaves the batch intact
