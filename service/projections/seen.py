@@ -3,9 +3,9 @@ cannot exist yet.
 
 A rebuild starts from empty tables, so a row exists only if an earlier batch of the same
 rebuild wrote it. Looking every batch's ids up anyway is a random index probe per id: on a
-log of 1M events, close to half of the messages model's query time. The ids are kept in a Bloom filter:
-an id written is always kept for lookup, an id never written almost never is (a false
-positive costs one lookup that finds nothing), and memory stays small and bounded.
+log of 1M events, close to half of the messages model's query time. The ids are kept in a
+Bloom filter: an id written is always kept for lookup, an id never written almost never is
+(a false positive costs one lookup that finds nothing), and memory stays small and bounded.
 
 The filter only knows this rebuild's writes. Another projector may take a turn meanwhile
 (see runner.py); the filter then tells by the checkpoint, which is no longer where it left
