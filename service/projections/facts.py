@@ -101,28 +101,33 @@ def digits(phone) -> str | None:
 def message_fact(row) -> MessageFact | None:
     """The message fact of a Kapso or Meta message event row, if it has a message id."""
     message_id = row["message_id"]
-    if row["event_name"] not in MESSAGE_EVENTS or message_id is None:
+    name = row["event_name"]
+    if message_id is None or name not in MESSAGE_EVENTS:
         return None
-    event_status = MESSAGE_EVENTS[row["event_name"]]
+    event_status = MESSAGE_EVENTS[name]
     direction = row["direction"]
-    if direction not in ("inbound", "outbound"):
+    if direction != "inbound" and direction != "outbound":
         direction = "inbound" if event_status == "received" else "outbound"
     message_ts = row["message_ts"]
-    times = {
-        "sent": row["sent_at"],
-        "delivered": row["delivered_at"],
-        "read": row["read_at"],
-        "failed": row["failed_at"],
-    }
+    sent, delivered = row["sent_at"], row["delivered_at"]
+    read, failed = row["read_at"], row["failed_at"]
     # without a status history, the event's own status dates from message.timestamp (§9.2)
-    if event_status in times and times[event_status] is None:
-        times[event_status] = message_ts
-    if event_status in ("received", "sent"):
+    if event_status == "received":
         message_at = message_ts
+    elif event_status == "sent":
+        message_at = message_ts
+        if sent is None:
+            sent = message_ts
     else:
-        known = [t for t in times.values() if t is not None]
+        if event_status == "delivered" and delivered is None:
+            delivered = message_ts
+        elif event_status == "read" and read is None:
+            read = message_ts
+        elif event_status == "failed" and failed is None:
+            failed = message_ts
+        known = [t for t in (sent, delivered, read, failed) if t is not None]
         message_at = min(known) if known else None
-    error = (row["error_code"], row["error_title"] or "") if row["error_code"] is not None else None
+    code = row["error_code"]
     return MessageFact(
         row["position"],
         row["received_at"],
@@ -134,11 +139,11 @@ def message_fact(row) -> MessageFact | None:
         row["origin"],
         row["template_name"],
         message_at,
-        times["sent"],
-        times["delivered"],
-        times["read"],
-        times["failed"],
-        error,
+        sent,
+        delivered,
+        read,
+        failed,
+        (code, row["error_title"] or "") if code is not None else None,
         row["pricing_category"],
         row["contact_bsuid"] or digits(row["contact_phone"]),
     )

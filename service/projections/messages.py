@@ -51,7 +51,7 @@ class Message(NamedTuple):
 def apply(state: Message | None, fact: MessageFact) -> Message:
     """Fold one fact into a message; duplicates and any order give the same result."""
     if state is None:
-        state = Message(fact.message_id)
+        return first(fact)
     newer = fact.position > state.updated_position
     return Message(
         state.id,
@@ -71,6 +71,30 @@ def apply(state: Message | None, fact: MessageFact) -> Message:
         latest(state.updated_position, fact.position),
         fact.received_at if newer else state.updated_at,
         pick(state.contact_id, fact.contact_id),
+    )
+
+
+def first(fact: MessageFact) -> Message:
+    """The state a message's first fact makes: `apply(Message(id), fact)`, without merging
+    every field with an empty one (most facts of a rebuild start a message)."""
+    return Message(
+        fact.message_id,
+        fact.conversation_id,
+        fact.phone_number_id,
+        fact.direction,
+        fact.type,
+        fact.origin,
+        fact.template_name,
+        fact.message_at,
+        fact.sent_at,
+        fact.delivered_at,
+        fact.read_at,
+        fact.failed_at,
+        fact.error,
+        fact.pricing_category,
+        fact.position,
+        fact.received_at,
+        fact.contact_id,
     )
 
 

@@ -139,6 +139,13 @@ def test_status_without_history_uses_message_timestamp():
     assert state.delivered_at == T0 + timedelta(seconds=5) and state.status == "delivered"
 
 
+def test_a_first_fact_makes_the_state_apply_would_make_from_an_empty_message():
+    rows = [*MESSAGE_ROWS, row(6, "whatsapp.message.received", direction="inbound")]
+    for r in rows:
+        fact = facts.message_fact(r)
+        assert messages.apply(None, fact) == messages.apply(messages.Message(fact.message_id), fact)
+
+
 def test_inbound_message_is_received():
     state = fold_messages(
         [row(1, "whatsapp.message.received", message_ts=ts(0), direction="inbound")]
