@@ -12,21 +12,22 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
+-- Records are read from the file as they are sent, not loaded up front: a sustained run's
+-- file can outgrow what LuaJIT may allocate (about 1.8 GB at 4,700 req/s for 300 s).
 function init(args)
    local path = os.getenv("BENCH_REQUESTS_DIR") .. "/requests-" .. tid .. ".bin"
-   local f = assert(io.open(path, "rb"))
-   local data = f:read("*a")
-   f:close()
-   reqs, counts = {}, {}
-   local pos, n = 1, 0
-   while pos <= #data do
-      local nl = data:find("\n", pos, true)
-      local len, events = data:sub(pos, nl - 1):match("^(%d+) (%d+)$")
-      len = tonumber(len)
+   file = assert(io.open(path, "rb"))
+   counts = {}
+   local n = 0
+   while true do
+      local head = file:read("*l")
+      if not head then break end
+      local len, events = head:match("^(%d+) (%d+)$")
       n = n + 1
-      reqs[n], counts[n] = data:sub(nl + 1, nl + len), tonumber(events)
-      pos = nl + 1 + len
+      counts[n] = tonumber(events)
+      file:seek("cur", tonumber(len))
    end
+   file:seek("set", 0)
    total = n
    io.stderr:write("BENCH_READY " .. tid .. " " .. n .. "\n")
    -- counters read back by done(): requests generated, their events, laps over the file,
@@ -36,10 +37,14 @@ end
 
 function request()
    local i = sent % total + 1
-   if i == 1 and sent > 0 then laps = laps + 1 end
+   if i == 1 and sent > 0 then
+      laps = laps + 1
+      file:seek("set", 0)
+   end
    sent = sent + 1
    sent_events = sent_events + counts[i]
-   return reqs[i]
+   local len = tonumber(file:read("*l"):match("^(%d+) "))
+   return file:read(len)
 end
 
 function response(status, headers, body)
