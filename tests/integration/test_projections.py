@@ -574,3 +574,47 @@ async def test_a_side_by_side_drain_hands_over_when_another_projector_took_a_tur
     assert 0 < total <= head  # events read: the rest, from the least advanced checkpoint
     await sink.pool.execute(Q["refresh_all_conversation_counts"])
     assert await models(sink.pool) == live
+
+
+async def test_a_large_batch_hands_the_event_loop_back_while_it_folds(database, monkeypatch):
+    """Other tasks run while a batch is folded (the connection reading ahead drains its
+    socket meanwhile, so PostgreSQL does not stall), not only when it waits for the database."""
+    import dataclasses
+
+    from service import db
+
+    made = []
+    model = runner.MODELS["messages"]
+
+    def counted(row):
+        made.append(row["position"])
+        return model.fact(row)
+
+    monkeypatch.setitem(runner.MODELS, "messages", dataclasses.replace(model, fact=counted))
+    pool = await db.create_pool(database, size=1)
+    try:
+        await pool.execute(
+            "INSERT INTO events (idem_hash, kind, event_name, received_at, secret_id,"
+            " body_sha256, message_id, payload) SELECT sha256(('y' || i)::bytea), 'kapso',"
+            " 'whatsapp.message.received', now(), 'test', sha256('b'::bytea),"
+            " 'wamid.y' || i, jsonb_build_object('message', jsonb_build_object('id', 'wamid.y' || i))"
+            " FROM generate_series(1, 2500) i"
+        )
+        seen_by_others = set()
+        done = asyncio.Event()
+
+        async def other_task():
+            while not done.is_set():
+                seen_by_others.add(len(made))
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_task())
+        async with pool.acquire() as conn:
+            assert await runner.project_batch(conn, ["messages"], limit=5000) == 2500
+        done.set()
+        await other
+        assert len(made) == 2500
+        assert seen_by_others & set(range(1, 2500))  # it ran in the middle of the facts
+        assert await pool.fetchval("SELECT count(*) FROM messages") == 2500
+    finally:
+        await pool.close()
