@@ -11,7 +11,7 @@ import asyncpg
 
 from bench import synthetic
 from service import db
-from service.cli import run_fast
+from service.cli import run_on_uvloop
 from service.projections import runner
 
 TARGET = 50_000
@@ -68,7 +68,7 @@ def run(args) -> dict:
     events = getattr(args, "events", None) or 1_000_000
     dsn, server = _server_dsn()
     try:
-        result = run_fast(_run(dsn, events))
+        result = run_on_uvloop(_run(dsn, events))
     finally:
         if server is not None:
             server.stop_if_started()

@@ -45,9 +45,9 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_fast(coro):
-    """asyncio.run on uvloop, the server's loop, for the commands whose loop is busy (rebuild,
-    projector): its I/O callbacks cost less Python time than asyncio's own loop."""
+def run_on_uvloop(coro):
+    """asyncio.run on uvloop, the loop the server runs on, for the other long-running
+    commands (rebuild, projector), so that all of them are measured on the same loop."""
     with asyncio.Runner(loop_factory=new_loop) as runner:
         return runner.run(coro)
 
@@ -124,7 +124,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             await pool.close()
 
     with database(settings) as dsn:
-        total = run_fast(run(dsn))
+        total = run_on_uvloop(run(dsn))
     print(f"rebuilt {', '.join(names)} from {total} log events")
     return 0
 
@@ -201,7 +201,7 @@ def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
                     await watcher
 
     with database(settings) as dsn:
-        run_fast(run(dsn))
+        run_on_uvloop(run(dsn))
     return 0
 
 
