@@ -320,6 +320,19 @@ async def test_status_history_extraction_ignores_odd_entries(sink):
     assert status == 200 and odd["status"] == "sent" and odd["conversation_id"] is None
 
 
+async def append_received(conn, prefix: str, count: int) -> None:
+    """Append `count` minimal received-message events (ids prefix1..prefixN) straight to the log."""
+    await conn.execute(
+        "INSERT INTO events (idem_hash, kind, event_name, received_at, secret_id,"
+        " body_sha256, message_id, payload) SELECT sha256(($1 || i)::bytea), 'kapso',"
+        " 'whatsapp.message.received', now(), 'test', sha256('b'::bytea),"
+        " $1 || i, jsonb_build_object('message', jsonb_build_object('id', $1 || i))"
+        " FROM generate_series(1, $2::int) i",
+        prefix,
+        count,
+    )
+
+
 async def test_batch_queries_are_planned_for_their_arguments(database):
     """A generic plan cached while `messages` was empty would seq-scan it for ever after."""
     from service import db
@@ -328,14 +341,7 @@ async def test_batch_queries_are_planned_for_their_arguments(database):
     try:
         async with pool.acquire() as conn:
             for batch in range(8):
-                await conn.execute(
-                    "INSERT INTO events (idem_hash, kind, event_name, received_at, secret_id,"
-                    " body_sha256, message_id, payload) SELECT sha256(($1 || i)::bytea), 'kapso',"
-                    " 'whatsapp.message.received', now(), 'test', sha256('b'::bytea),"
-                    " $1 || i, jsonb_build_object('message', jsonb_build_object('id', $1 || i))"
-                    " FROM generate_series(1, 20) i",
-                    f"wamid.plan{batch}.",
-                )
+                await append_received(conn, f"wamid.plan{batch}.", 20)
                 await runner.project_batch(conn)
             plans = await conn.fetch(
                 "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
@@ -593,13 +599,7 @@ async def test_a_large_batch_hands_the_event_loop_back_while_it_folds(database, 
     monkeypatch.setitem(runner.MODELS, "messages", dataclasses.replace(model, fact=counted))
     pool = await db.create_pool(database, size=1)
     try:
-        await pool.execute(
-            "INSERT INTO events (idem_hash, kind, event_name, received_at, secret_id,"
-            " body_sha256, message_id, payload) SELECT sha256(('y' || i)::bytea), 'kapso',"
-            " 'whatsapp.message.received', now(), 'test', sha256('b'::bytea),"
-            " 'wamid.y' || i, jsonb_build_object('message', jsonb_build_object('id', 'wamid.y' || i))"
-            " FROM generate_series(1, 2500) i"
-        )
+        await append_received(pool, "wamid.y", 2500)
         seen_by_others = set()
         done = asyncio.Event()
 
