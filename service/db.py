@@ -126,5 +126,6 @@ async def create_pool(dsn: str, *, size: int = 8, connect_timeout: float = 5.0) 
         reset=_keep_session,
         timeout=connect_timeout,
         command_timeout=60,
-        server_settings={"application_name": "kapso-sink"},
+        # DateStyle ISO: the projector's input query hands times over as text (facts.pg_time)
+        server_settings={"application_name": "kapso-sink", "DateStyle": "ISO"},
     )

@@ -84,6 +84,15 @@ def _iso(value: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_from_text = datetime.fromisoformat
+
+
+def pg_time(text: str | None) -> datetime | None:
+    """A timestamptz as the input query writes it (text in DateStyle ISO, which the pool sets:
+    `2026-11-27 23:04:01.156473+00`)."""
+    return None if text is None else _from_text(text)
+
+
 def iso_time(value) -> datetime | None:
     """An ISO-8601 string as an aware datetime (naive means UTC)."""
     return _iso(value) if isinstance(value, str) else None
@@ -108,9 +117,9 @@ def message_fact(row) -> MessageFact | None:
     direction = row["direction"]
     if direction != "inbound" and direction != "outbound":
         direction = "inbound" if event_status == "received" else "outbound"
-    message_ts = row["message_ts"]
-    sent, delivered = row["sent_at"], row["delivered_at"]
-    read, failed = row["read_at"], row["failed_at"]
+    message_ts = pg_time(row["message_ts"])
+    sent, delivered = pg_time(row["sent_at"]), pg_time(row["delivered_at"])
+    read, failed = pg_time(row["read_at"]), pg_time(row["failed_at"])
     # without a status history, the event's own status dates from message.timestamp (§9.2)
     if event_status == "received":
         message_at = message_ts
@@ -130,7 +139,7 @@ def message_fact(row) -> MessageFact | None:
     code = row["error_code"]
     return MessageFact(
         row["position"],
-        row["received_at"],
+        _from_text(row["received_at"]),
         message_id,
         row["conversation_id"],
         row["phone_number_id"],
@@ -161,7 +170,7 @@ def conversation_fact(row) -> ConversationFact | None:
     status = row["conv_status"]
     return ConversationFact(  # positional: several times cheaper than keywords, per event
         row["position"],
-        row["received_at"],
+        _from_text(row["received_at"]),
         conversation_id,
         row["phone_number_id"],
         status if status in ("active", "ended") else None,
@@ -184,5 +193,5 @@ def _inactive_notice(row) -> tuple[datetime, int] | None:
     since = iso_time(row["inactive_since"])
     if since is not None and minutes is not None:
         return since + timedelta(minutes=minutes), minutes
-    updated = iso_time(row["conv_updated_at"]) or row["received_at"]
+    updated = iso_time(row["conv_updated_at"]) or _from_text(row["received_at"])
     return updated, minutes if minutes is not None else 0

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from analytics import simulator
-from service import keys
+from service import db, keys
 from service.projections import runner
 from tests import support
 
@@ -297,6 +297,10 @@ async def test_status_history_extraction_ignores_odd_entries(sink):
         {"status": "read"},  # no timestamp
         {"id": "wamid.OTHER", "status": "read", "timestamp": "1730099999"},  # another message
         {"id": WAMID, "status": "read", "timestamp": "soon"},
+        {"id": WAMID, "status": "read", "timestamp": "173009999999"},  # 12 digits
+        {"id": WAMID, "status": "read", "timestamp": "\uff11\uff17\uff13\uff10"},  # not ASCII
+        {"id": WAMID, "status": "read", "timestamp": " 1730099999"},
+        {"id": WAMID, "status": "read", "timestamp": ""},
         {"id": WAMID, "status": "failed", "timestamp": "1730099999", "errors": [{"code": "x"}]},
         {"status": "sent", "timestamp": "1730000000"},  # no id: this message's, and earlier
     ]
@@ -318,6 +322,23 @@ async def test_status_history_extraction_ignores_odd_entries(sink):
     assert doc["status"] == "failed" and doc["error_code"] is None
     status, odd, _ = await sink.get("/v1/messages/wamid.ODD")
     assert status == 200 and odd["status"] == "sent" and odd["conversation_id"] is None
+    assert odd["sent_at"] == "1970-01-01T00:00:12Z"  # a JSON number of seconds counts too
+
+
+async def test_times_are_right_whatever_datestyle_the_database_sets(database, sink):
+    # the input query hands times over as text; the pool asks for DateStyle ISO
+    async with sink.pool.acquire() as conn:
+        db_name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f"ALTER DATABASE \"{db_name}\" SET DateStyle = 'SQL, DMY'")
+    await sink.send(outbound("whatsapp.message.read", [SENT, READ]), event="whatsapp.message.read")
+    pool = await db.create_pool(database, size=3)  # new sessions get the database's default
+    try:
+        assert await pool.fetchval("SELECT now()::text LIKE '____-__-__ %'")
+        await runner.catch_up(pool)
+    finally:
+        await pool.close()
+    _, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
+    assert doc["sent_at"] == "2024-10-28T05:21:00Z" and doc["read_at"] == "2024-10-28T05:23:41Z"
 
 
 async def append_received(conn, prefix: str, count: int) -> None:

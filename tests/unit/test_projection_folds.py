@@ -22,6 +22,11 @@ def iso(seconds: int) -> str:
     return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
+def pg_text(when: datetime | None) -> str | None:
+    """A time as fetch_projection_input hands it over: timestamptz text in DateStyle ISO."""
+    return None if when is None else when.isoformat(sep=" ").replace("+00:00", "+00")
+
+
 def row(
     position,
     event_name,
@@ -37,14 +42,14 @@ def row(
     conv = conversation or {}
     return {
         "position": position,
-        "received_at": T0 + timedelta(hours=position),
+        "received_at": pg_text(T0 + timedelta(hours=position)),
         "kind": "kapso",
         "event_name": event_name,
         "phone_number_id": "123",
         "conversation_id": CONV,
         "message_id": message_id,
         "unparseable": False,
-        "message_ts": message_ts,
+        "message_ts": pg_text(message_ts),
         "message_type": "text",
         "direction": direction,
         "origin": "cloud_api",
@@ -77,7 +82,7 @@ def extracted(statuses):
             out["error_title"] = entry["errors"][0]["title"]
         if entry.get("pricing"):
             out["pricing_category"] = entry["pricing"]["category"]
-    return out
+    return {k: pg_text(v) if k.endswith("_at") else v for k, v in out.items()}
 
 
 def status(name, seconds, **extra):
@@ -144,6 +149,21 @@ def test_a_first_fact_makes_the_state_apply_would_make_from_an_empty_message():
     for r in rows:
         fact = facts.message_fact(r)
         assert messages.apply(None, fact) == messages.apply(messages.Message(fact.message_id), fact)
+
+
+def test_times_are_read_from_the_text_postgresql_writes():
+    fact = facts.message_fact(
+        {
+            **row(1, "whatsapp.message.sent", statuses=[SENT]),
+            "received_at": "2025-10-28 14:00:00.250001+00",
+            "sent_at": "2025-10-28 13:59:58+00",
+            "message_ts": "2025-10-28 16:59:57+03",  # a server in another TimeZone
+        }
+    )
+    assert fact.received_at == datetime(2025, 10, 28, 14, 0, 0, 250001, tzinfo=UTC)
+    assert fact.sent_at == datetime(2025, 10, 28, 13, 59, 58, tzinfo=UTC)
+    assert fact.message_at == datetime(2025, 10, 28, 13, 59, 57, tzinfo=UTC)
+    assert fact.delivered_at is None and fact.read_at is None
 
 
 def test_inbound_message_is_received():
