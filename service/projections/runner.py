@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 import asyncpg
 import orjson
@@ -141,7 +142,7 @@ MODELS = {
         messages.NAME,
         facts.message_fact,
         frozenset(facts.MESSAGE_EVENTS),
-        lambda f: f.message_id,
+        attrgetter("message_id"),
         messages.apply,
         messages.from_row,
         messages.to_row,
@@ -153,7 +154,7 @@ MODELS = {
         conversations.NAME,
         facts.conversation_fact,
         frozenset(facts.CONVERSATION_EVENTS),
-        lambda f: f.conversation_id,
+        attrgetter("conversation_id"),
         conversations.apply,
         conversations.from_row,
         conversations.to_row,
@@ -170,30 +171,36 @@ async def _project(
         seen = None
     folded = []
     skipped = 0
-    for n, row in enumerate(rows, 1):
-        if not n % _YIELD_EVERY:
+    make, expected = model.fact, model.events
+    first = 0
+    while first < len(rows) and rows[first]["position"] <= after:  # another group's batch
+        first += 1
+    for start in range(first, len(rows), _YIELD_EVERY):
+        if start > first:
             await asyncio.sleep(0)
-        if row["position"] <= after:
-            continue
-        fact = model.fact(row) if not row["unparseable"] else None
-        if fact is not None:
-            folded.append(fact)
-        elif _unknown(row) or row["event_name"] in model.events:
-            skipped += 1
+        chunk = rows[start : start + _YIELD_EVERY]
+        made = [None if row["unparseable"] else make(row) for row in chunk]
+        for row, fact in zip(chunk, made, strict=True):
+            if fact is not None:
+                folded.append(fact)
+            elif _unknown(row) or row["event_name"] in expected:
+                skipped += 1
     touched: dict = {}
     if folded:
-        ids = list(dict.fromkeys(model.key(f) for f in folded))
+        key_of, fold = model.key, model.fold
+        ids = list(dict.fromkeys(map(key_of, folded)))
         lookup = ids if seen is None else seen.to_look_up(ids)
         before = {}
         if lookup:
             rows_before = await conn.fetch(Q[f"load_{model.name}"], lookup)
             before = {r["id"]: model.from_row(r) for r in rows_before}
         states = dict(before)
+        get = states.get
         for n, fact in enumerate(folded, 1):
             if not n % _YIELD_EVERY:
                 await asyncio.sleep(0)
-            key = model.key(fact)
-            states[key] = model.fold(states.get(key), fact)
+            key = key_of(fact)
+            states[key] = fold(get(key), fact)
         changed = [states[i] for i in ids]
         await _write_states(conn, model, changed, before)
         touched = model.touched(before, changed)
