@@ -158,19 +158,29 @@ WHERE c.id = t.id AND c.id = ANY($1::text[])
                         l.id, l.message_at);
 
 -- name: refresh_all_conversation_counts
--- Recount every conversation (after a rebuild).
+-- Recount every conversation (after a rebuild). The last message is found as in
+-- refresh_conversation_counts, by two probes of the conversation index: sorting all messages
+-- by conversation and time for one aggregate took twice as long (1M events: 0.7 s, now 0.37).
 UPDATE conversations c
-SET inbound_count = coalesce(s.inbound, 0), outbound_count = coalesce(s.outbound, 0),
-    last_message_id = s.last_id, last_message_at = s.last_at
+SET inbound_count = coalesce(n.inbound, 0), outbound_count = coalesce(n.outbound, 0),
+    last_message_id = l.id, last_message_at = l.message_at
 FROM conversations c2
 LEFT JOIN (
     SELECT conversation_id,
            count(*) FILTER (WHERE direction = 'inbound') AS inbound,
-           count(*) FILTER (WHERE direction = 'outbound') AS outbound,
-           (array_agg(id ORDER BY message_at DESC NULLS LAST, id DESC))[1] AS last_id,
-           max(message_at) AS last_at
+           count(*) FILTER (WHERE direction = 'outbound') AS outbound
     FROM messages GROUP BY conversation_id
-) s ON s.conversation_id = c2.id
+) n ON n.conversation_id = c2.id
+LEFT JOIN LATERAL (
+    (SELECT m.id, m.message_at FROM messages m
+     WHERE m.conversation_id = c2.id AND m.message_at IS NOT NULL
+     ORDER BY m.message_at DESC, m.id DESC LIMIT 1)
+    UNION ALL
+    (SELECT m.id, m.message_at FROM messages m
+     WHERE m.conversation_id = c2.id AND m.message_at IS NULL
+     ORDER BY m.id DESC LIMIT 1)
+    LIMIT 1
+) l ON true
 WHERE c.id = c2.id;
 
 -- name: truncate_messages

@@ -509,9 +509,13 @@ async def test_the_last_message_is_the_newest_timed_one_else_the_highest_id(sink
     await sink.send(inbound("wamid.B", None))
     await sink.send(inbound("wamid.C", None))
     assert await last() == (2, "wamid.C", None)
+    await runner.rebuild(sink.pool)  # the rebuild's recount of every conversation agrees
+    assert await last() == (2, "wamid.C", None)
     await sink.send(inbound("wamid.A", "1730092800"))
     assert await last() == (3, "wamid.A", "2024-10-28T05:20:00Z")
     await sink.send(inbound("wamid.0", "1730092700"))  # older: not the last
+    assert await last() == (4, "wamid.A", "2024-10-28T05:20:00Z")
+    await runner.rebuild(sink.pool)
     assert await last() == (4, "wamid.A", "2024-10-28T05:20:00Z")
 
 
