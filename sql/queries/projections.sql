@@ -17,7 +17,7 @@ SELECT min(position) FROM projection_checkpoints WHERE name = ANY($1::text[]);
 -- Times come as text (ISO, the pool's DateStyle) for facts.py to parse: PostgreSQL writes
 -- that text in about 40 ns, and Python parses it 5x faster than the driver decodes a binary
 -- timestamptz into a datetime, which was the largest single cost of reading a batch.
-SELECT e.position, e.received_at::text AS received_at, e.kind, e.event_name, e.phone_number_id,
+SELECT e.position, e.received_at::text AS received_at, e.event_name, e.phone_number_id,
        e.conversation_id, e.message_id, e.payload IS NULL AS unparseable,
        CASE WHEN octet_length(e.payload #>> '{message,timestamp}') BETWEEN 1 AND 11
                  AND ltrim(e.payload #>> '{message,timestamp}', '0123456789') = ''

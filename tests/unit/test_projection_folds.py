@@ -43,7 +43,6 @@ def row(
     return {
         "position": position,
         "received_at": pg_text(T0 + timedelta(hours=position)),
-        "kind": "kapso",
         "event_name": event_name,
         "phone_number_id": "123",
         "conversation_id": CONV,
