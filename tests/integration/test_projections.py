@@ -9,7 +9,8 @@ import pytest
 
 from analytics import simulator
 from service import db, keys
-from service.projections import runner
+from service.db import Q
+from service.projections import facts, runner
 from tests import support
 
 CONV = "conv-proj-1"
@@ -339,6 +340,15 @@ async def test_times_are_right_whatever_datestyle_the_database_sets(database, si
         await pool.close()
     _, doc, _ = await sink.get(f"/v1/messages/{WAMID}")
     assert doc["sent_at"] == "2024-10-28T05:21:00Z" and doc["read_at"] == "2024-10-28T05:23:41Z"
+
+
+async def test_the_folds_know_the_input_query_s_columns_in_order(sink):
+    # facts read input rows by position: a column added, dropped or moved in the query must
+    # be matched in facts.INPUT_COLUMNS
+    async with sink.pool.acquire() as conn:
+        statement = await conn.prepare(Q["fetch_projection_input"])
+        columns = tuple(a.name for a in statement.get_attributes())
+    assert columns == facts.INPUT_COLUMNS
 
 
 async def append_received(conn, prefix: str, count: int) -> None:

@@ -27,7 +27,16 @@ def pg_text(when: datetime | None) -> str | None:
     return None if when is None else when.isoformat(sep=" ").replace("+00:00", "+00")
 
 
-def row(
+def row(*args, **kwargs) -> tuple:
+    """An input row as the driver hands it to the folds: values in INPUT_COLUMNS order."""
+    return as_input(fields(*args, **kwargs))
+
+
+def as_input(values: dict) -> tuple:
+    return tuple(values[column] for column in facts.INPUT_COLUMNS)
+
+
+def fields(
     position,
     event_name,
     *,
@@ -152,12 +161,14 @@ def test_a_first_fact_makes_the_state_apply_would_make_from_an_empty_message():
 
 def test_times_are_read_from_the_text_postgresql_writes():
     fact = facts.message_fact(
-        {
-            **row(1, "whatsapp.message.sent", statuses=[SENT]),
-            "received_at": "2025-10-28 14:00:00.250001+00",
-            "sent_at": "2025-10-28 13:59:58+00",
-            "message_ts": "2025-10-28 16:59:57+03",  # a server in another TimeZone
-        }
+        as_input(
+            {
+                **fields(1, "whatsapp.message.sent", statuses=[SENT]),
+                "received_at": "2025-10-28 14:00:00.250001+00",
+                "sent_at": "2025-10-28 13:59:58+00",
+                "message_ts": "2025-10-28 16:59:57+03",  # a server in another TimeZone
+            }
+        )
     )
     assert fact.received_at == datetime(2025, 10, 28, 14, 0, 0, 250001, tzinfo=UTC)
     assert fact.sent_at == datetime(2025, 10, 28, 13, 59, 58, tzinfo=UTC)
@@ -181,7 +192,7 @@ def test_unknown_events_make_no_fact():
 @given(
     st.lists(
         st.sampled_from(MESSAGE_ROWS), min_size=len(MESSAGE_ROWS), max_size=3 * len(MESSAGE_ROWS)
-    ).filter(lambda rs: len({r["position"] for r in rs}) == 5),
+    ).filter(lambda rs: len({r[facts.POSITION] for r in rs}) == 5),
     st.randoms(),
 )
 def test_any_order_and_duplication_of_message_events_gives_one_state(rows, rnd):
