@@ -135,15 +135,6 @@ class ConversationFact(NamedTuple):
     inactive: tuple[datetime, int] | None  # (notice time, minutes)
 
 
-def unix_time(value) -> datetime | None:
-    """Unix seconds (int or numeric string) as an aware UTC datetime."""
-    try:
-        seconds = int(value)
-        return datetime.fromtimestamp(seconds, UTC) if 0 < seconds < 32503680000 else None
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
 @lru_cache(maxsize=_CACHE)
 def _iso(value: str) -> datetime | None:
     try:
