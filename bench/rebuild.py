@@ -39,7 +39,8 @@ async def _run(dsn: str, events: int) -> dict:
         await db.migrate(conn)
         started = time.perf_counter()
         await synthetic.generate(conn, events)
-        if os.environ.get("BENCH_REBUILD_FRESH_LOG") != "1":
+        vacuumed = os.environ.get("BENCH_REBUILD_FRESH_LOG") != "1"
+        if vacuumed:
             # a log the service wrote has been vacuumed by autovacuum (it vacuums tables that
             # only grow, too) long before anyone rebuilds from it. Rows read for the first
             # time since they were bulk-loaded would also have their hint bits set by the
@@ -73,7 +74,7 @@ async def _run(dsn: str, events: int) -> dict:
             "conversations": conversations,
             "generate_seconds": round(generated, 1),
             "wal_mib": round(wal_bytes / 2**20, 1),
-            "log_vacuumed": os.environ.get("BENCH_REBUILD_FRESH_LOG") != "1",
+            "log_vacuumed": vacuumed,
         }
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -173,7 +173,7 @@ async def _project(
     skipped = 0
     make, expected = model.fact, model.events
     first = 0
-    while first < len(rows) and rows[first]["position"] <= after:  # another group's batch
+    while first < len(rows) and rows[first][facts.POSITION] <= after:  # another group's batch
         first += 1
     for start in range(first, len(rows), _YIELD_EVERY):
         if start > first:

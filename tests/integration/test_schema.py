@@ -80,6 +80,7 @@ async def test_migrating_an_empty_database_builds_the_expected_catalog(databases
         assert functions == {
             "kapso_sink_append",
             "kapso_sink_ensure_month",
+            "kapso_sink_last_message",
             "kapso_sink_reject_change",
         }
         for c in conns:
