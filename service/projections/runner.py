@@ -43,9 +43,6 @@ _KNOWN = set(facts.MESSAGE_EVENTS) | facts.CONVERSATION_EVENTS
 # stalls once it has filled the socket's buffer (a unix socket's holds about 200 kB, a batch
 # of input is several MB): on a unix socket, a 1M-event rebuild took about 9% longer without
 _YIELD_EVERY = 1000
-_BATCH_SETTINGS = (
-    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off"
-)
 
 
 def _json_rows(rows) -> str:
@@ -76,13 +73,9 @@ async def project_batch(
     `seen` (a rebuild's, per model) spares looking up rows the rebuild has not written.
     """
     async with conn.transaction():
-        # plan each batch query for its own arguments: a generic plan cached while a table was
-        # empty (a fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after.
-        # No WAL flush at commit: a crash can lose only the newest batches, read models and
-        # checkpoint together, and they are folded again from the log
-        await conn.execute(_BATCH_SETTINGS)
+        # locks the checkpoints and sets the batch's settings (see the query's comment)
         checkpoints = {
-            r["name"]: r["position"] for r in await conn.fetch(Q["lock_checkpoints"], list(names))
+            r["name"]: r["position"] for r in await conn.fetch(Q["begin_batch"], list(names))
         }
         if not checkpoints:
             return 0
@@ -228,12 +221,15 @@ async def _write_states(conn, model: _Model, changed: list, before: dict) -> Non
         fresh = [s for s in changed if s.id not in before]
         rest = [s for s in changed if s.id in before]
     if fresh:
+        # a savepoint, so a failed COPY leaves the batch intact; never released (the commit
+        # ends it), which spares a round trip per batch
+        await conn.execute("SAVEPOINT fresh_rows")
         try:
-            async with conn.transaction():  # a savepoint: a failed COPY leaves the batch intact
-                await conn.copy_records_to_table(
-                    model.name, records=map(model.to_record, fresh), columns=model.columns
-                )
+            await conn.copy_records_to_table(
+                model.name, records=map(model.to_record, fresh), columns=model.columns
+            )
         except asyncpg.UniqueViolationError:
+            await conn.execute("ROLLBACK TO SAVEPOINT fresh_rows")
             log.warning("projection_copy_conflict", projection=model.name, rows=len(fresh))
             rest = changed
     if rest:

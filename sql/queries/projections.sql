@@ -3,6 +3,19 @@
 SELECT name, position, skipped FROM projection_checkpoints
 WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE;
 
+-- name: begin_batch
+-- The first statement of a projector batch: lock_checkpoints, and the batch's settings for the
+-- rest of its transaction in the same round trip (set_config(..., true) is SET LOCAL). Each
+-- batch query is planned for its own arguments: a generic plan cached while a table was empty
+-- (a fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after. No WAL flush
+-- at commit: a crash can lose only the newest batches, read models and checkpoint together,
+-- and they are folded again from the log.
+SELECT c.name, c.position, c.skipped
+FROM projection_checkpoints c,
+     (SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+             set_config('synchronous_commit', 'off', true)) AS settings
+WHERE c.name = ANY($1::text[]) ORDER BY c.name FOR UPDATE OF c;
+
 -- name: min_checkpoint
 -- Where the least advanced of the named projections stands (no lock: a hint for reading ahead).
 SELECT min(position) FROM projection_checkpoints WHERE name = ANY($1::text[]);

@@ -385,6 +385,24 @@ async def test_batch_queries_are_planned_for_their_arguments(database):
         await pool.close()
 
 
+async def test_a_batch_sets_its_settings_for_its_own_transaction_only(database):
+    """The statement that locks a batch's checkpoints also sets, for that transaction only,
+    custom plans and commits without a WAL flush; the connection's own settings stay."""
+    from service import db
+
+    pool = await db.create_pool(database, size=1)
+    setting = "SELECT current_setting('synchronous_commit'), current_setting('plan_cache_mode')"
+    try:
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                locked = await conn.fetch(db.Q["begin_batch"], list(runner.NAMES))
+                assert [r["name"] for r in locked] == sorted(runner.NAMES)
+                assert tuple(await conn.fetchrow(setting)) == ("off", "force_custom_plan")
+            assert tuple(await conn.fetchrow(setting)) == ("on", "auto")
+    finally:
+        await pool.close()
+
+
 async def test_a_conversation_a_message_moves_away_from_is_recounted_to_zero(sink):
     """Folds keep the smaller of two conversation ids, so a message can move; the one it
     left must not keep counting it (the same as a rebuild says)."""
