@@ -71,8 +71,16 @@ def run(args) -> dict:
     figures = sorted(rounds, key=lambda f: f["ratio"])[len(rounds) // 2]
     if len(rounds) > 1:
         figures["rounds"] = [
-            {k: f[k] for k in ("ratio", "prototype_ratio", "sink_vs_prototype", "ok")}
-            | {"rps": {x: f[x]["rps"] for x in ("bare", "kapso_sink", "prototype")}}
+            {
+                k: f[k]
+                for k in ("ratio", "prototype_ratio", "sink_vs_prototype", "projector_off_ratio")
+            }
+            | {"ok": f["ok"]}
+            | {
+                "rps": {
+                    x: f[x]["rps"] for x in ("bare", "kapso_sink", "prototype", "projector_off")
+                }
+            }
             for f in rounds
         ]
         figures["ok"] = all(f["ok"] for f in rounds)
@@ -81,7 +89,7 @@ def run(args) -> dict:
 
 
 def run_round(args, tmp: Path, counts: list, load: dict, warmup: dict) -> dict:
-    """One measurement of (a), (c) and (b), each on fresh processes and databases."""
+    """One measurement of (a), (c), (b) and (d), each on fresh processes and databases."""
     print("(a) bare aiohttp handler ...", flush=True)
     bare = run_bare(tmp, load, warmup)
     with common.database_server() as (admin_dsn, where, pg_pid):
@@ -91,16 +99,20 @@ def run_round(args, tmp: Path, counts: list, load: dict, warmup: dict) -> dict:
         with common.fresh_database(admin_dsn) as dsn:
             print(f"(b) kapso-sink on a fresh database ({where}) ...", flush=True)
             sink = run_sink(tmp, dsn, pg_pid, load, warmup)
-            # xmin: the id of the transaction that wrote the row, i.e. one group commit
-            row = common.sql(
-                dsn,
-                "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d, "
-                "count(DISTINCT xmin::text) AS commits FROM events",
-            )[0]
-    before = sink["rows_before"]  # the warm-up's events
-    check = log_check(sink["wrk"], counts, row["n"] - before, row["d"] - before)
-    check["commits"] = row["commits"]
+            check = checked_log(dsn, sink, counts)
+        with common.fresh_database(admin_dsn) as dsn:
+            # the same service with its projector (issue #4's work) off: what ingestion alone
+            # costs, for the reader; the target is judged on (b), the service as it ships
+            print("(d) kapso-sink with KAPSO_SINK_PROJECTOR=off ...", flush=True)
+            alone = run_sink(tmp, dsn, pg_pid, load, warmup, projector="off")
+            alone_check = checked_log(dsn, alone, counts)
     figures = summarize(args, bare, sink, check, where)
+    figures["projector_off"] = wrk_figures(alone["wrk"])
+    figures["projector_off_ratio"] = round(
+        figures["projector_off"]["rps"] / figures["bare"]["rps"], 3
+    )
+    figures["projector_off_log_check"] = alone_check
+    figures["ok"] = figures["ok"] and alone_check["passed"] and alone["exit_code"] == 0
     figures["prototype"] = wrk_figures(prototype)
     figures["prototype_ratio"] = round(figures["prototype"]["rps"] / figures["bare"]["rps"], 3)
     # the issue: kapso-sink does more than the prototype "and should still beat it"
@@ -136,7 +148,23 @@ def _run_reference(
         child.stop()
 
 
-def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict) -> dict:
+def checked_log(dsn: str, sink: dict, counts: list) -> dict:
+    """log_check of one kapso-sink run against the rows in its database."""
+    # xmin: the id of the transaction that wrote the row, i.e. one group commit
+    row = common.sql(
+        dsn,
+        "SELECT count(*) AS n, count(DISTINCT idem_hash) AS d, "
+        "count(DISTINCT xmin::text) AS commits FROM events",
+    )[0]
+    before = sink["rows_before"]  # the warm-up's events
+    check = log_check(sink["wrk"], counts, row["n"] - before, row["d"] - before)
+    check["commits"] = row["commits"]
+    return check
+
+
+def run_sink(
+    tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict, projector: str = ""
+) -> dict:
     port = common.free_port()
     env = {
         **os.environ,
@@ -147,7 +175,11 @@ def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict) 
         "KAPSO_SINK_LOG_LEVEL": "warning",
         "KAPSO_SINK_DATA_DIR": str(tmp / "sink-data"),
     }
-    log_path = tmp / "kapso-sink.log"
+    name = "kapso-sink"
+    if projector:
+        env["KAPSO_SINK_PROJECTOR"] = projector
+        name += f"-projector-{projector}"
+    log_path = tmp / f"{name}.log"
     child = common.Child("kapso-sink", [sys.executable, "-m", "service", "serve"], log_path, env)
     exit_code = None
     try:
@@ -165,7 +197,7 @@ def run_sink(tmp: Path, dsn: str, pg_pid: int | None, load: dict, warmup: dict) 
     finally:
         exit_code = child.stop(timeout=30)
         common.RESULTS.mkdir(exist_ok=True)
-        (common.RESULTS / "ingest-kapso-sink.log").write_bytes(log_path.read_bytes())
+        (common.RESULTS / f"ingest-{name}.log").write_bytes(log_path.read_bytes())
     return {
         "wrk": result,
         "rss_start": rss_start,
@@ -287,7 +319,12 @@ def print_table(f: dict) -> None:
         f"wrk {f['wrk_threads']} threads, {f['cpus']} CPUs shared with the servers)"
     )
     print(f"{'':18}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>9}{'200s':>9}{'other':>7}")
-    rows = (("bare aiohttp", a), ("kapso-sink", b), ("(c) prototype", f["prototype"]))
+    rows = (
+        ("bare aiohttp", a),
+        ("kapso-sink", b),
+        ("(c) prototype", f["prototype"]),
+        ("(d) projector off", f["projector_off"]),
+    )
     for name, x in rows:
         print(
             f"{name:18}{x['rps']:>8.0f}{x['p50_ms']:>10.1f}{x['p99_ms']:>9.1f}"
@@ -305,17 +342,22 @@ def print_table(f: dict) -> None:
         f"{'ratio b/c':18}{f['sink_vs_prototype']:>8.2f}   (kapso-sink against the prototype; "
         "the issue expects it to beat it: >= 1)"
     )
+    print(
+        f"{'ratio d/a':18}{f['projector_off_ratio']:>8.2f}   (kapso-sink ingesting with "
+        "KAPSO_SINK_PROJECTOR=off: the cost of ingestion alone)"
+    )
     if "rounds" in f:
         listed = "; ".join(
             f"{r['ratio']:.2f} / {r['prototype_ratio']:.2f} / {r['sink_vs_prototype']:.2f}"
+            f" / {r['projector_off_ratio']:.2f}"
             for r in f["rounds"]
         )
-        print(f"rounds (b/a / c/a / b/c): {listed}; the table shows the median round by b/a")
+        print(f"rounds (b/a / c/a / b/c / d/a): {listed}; the table shows the median round by b/a")
     print(
         f"peak RSS of kapso-sink: {f['rss_mib']['peak']:.0f} MiB "
         f"(at start {f['rss_mib']['start']:.0f} MiB)"
     )
-    for name, x in (("(a)", a), ("(b)", b), ("(c)", f["prototype"])):
+    for name, x in (("(a)", a), ("(b)", b), ("(c)", f["prototype"]), ("(d)", f["projector_off"])):
         used = ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_cores"].items())
         print(f"CPU cores used during {name}: {used}")
     busy = max(a["cpu_cores"]["others"], b["cpu_cores"]["others"])
@@ -344,6 +386,13 @@ def print_table(f: dict) -> None:
         )
     for failure in check["failures"]:
         print(f"  FAIL: {failure}")
+    alone = f["projector_off_log_check"]
+    print(
+        f"log check (d): {alone['acknowledged']} acknowledged events, {alone['rows']} rows: "
+        f"{'PASS' if alone['passed'] else 'FAIL'}"
+    )
+    for failure in alone["failures"]:
+        print(f"  FAIL (d): {failure}")
     exit_note = "" if f["service_exit_code"] == 0 else "  <- expected 0"
     print(f"kapso-sink exit code after SIGTERM: {f['service_exit_code']}{exit_note}")
     print(
