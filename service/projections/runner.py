@@ -41,8 +41,10 @@ _KNOWN = set(facts.MESSAGE_EVENTS) | facts.CONVERSATION_EVENTS
 # the folds hand the event loop back this often: a batch takes tens of milliseconds of Python,
 # and meanwhile the socket of the connection reading ahead must be drained, or PostgreSQL
 # stalls once it has filled the socket's buffer (a unix socket's holds about 200 kB, a batch
-# of input is several MB): on a unix socket, a 1M-event rebuild took about 9% longer without
-_YIELD_EVERY = 1000
+# of input is several MB): on a unix socket, a 1M-event rebuild took about 9% longer without.
+# While one model folds, another waits for a reply it cannot read: every 250 events rather
+# than 1000, 1M-event rebuilds ran 3 to 7% faster (in two series of interleaved runs)
+_YIELD_EVERY = 250
 
 
 def _json_rows(rows) -> str:
