@@ -77,7 +77,7 @@ async def project_batch(
     async with conn.transaction():
         # locks the checkpoints and sets the batch's settings (see the query's comment)
         checkpoints = {
-            r["name"]: r["position"] for r in await conn.fetch(Q["begin_batch"], list(names))
+            r["name"]: r["position"] for r in await conn.fetch(Q["lock_checkpoints"], list(names))
         }
         if not checkpoints:
             return 0
@@ -282,6 +282,7 @@ def _young_collections_rarer(threshold: int = 20_000):
 
 async def _rebuild(pool: asyncpg.Pool, names: list, limit: int, progress) -> int:
     async with pool.acquire() as conn, conn.transaction():
+        # its settings hold here too: lost on a crash, the reset is lost with its TRUNCATE
         await conn.fetch(Q["lock_checkpoints"], names)
         for name in names:
             await conn.execute(Q[f"truncate_{name}"])

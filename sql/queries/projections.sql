@@ -1,15 +1,11 @@
 -- name: lock_checkpoints
--- Take the named projections' checkpoints for this transaction (serialises projectors).
-SELECT name, position, skipped FROM projection_checkpoints
-WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE;
-
--- name: begin_batch
--- The first statement of a projector batch: lock_checkpoints, and the batch's settings for the
--- rest of its transaction in the same round trip (set_config(..., true) is SET LOCAL). Each
--- batch query is planned for its own arguments: a generic plan cached while a table was empty
--- (a fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after. No WAL flush
--- at commit: a crash can lose only the newest batches, read models and checkpoint together,
--- and they are folded again from the log.
+-- Take the named projections' checkpoints for this transaction (serialises projectors). It is
+-- a projector batch's first statement, so it also sets, in the same round trip, the batch's
+-- settings for the rest of its transaction (set_config(..., true) is SET LOCAL). Each batch
+-- query is planned for its own arguments: a generic plan cached while a table was empty (a
+-- fresh install, a rebuild after TRUNCATE) would seq-scan it for ever after. No WAL flush at
+-- commit: a crash can lose only the newest batches, read models and checkpoint together, and
+-- they are folded again from the log.
 SELECT c.name, c.position, c.skipped
 FROM projection_checkpoints c,
      (SELECT set_config('plan_cache_mode', 'force_custom_plan', true),

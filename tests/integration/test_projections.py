@@ -395,7 +395,7 @@ async def test_a_batch_sets_its_settings_for_its_own_transaction_only(database):
     try:
         async with pool.acquire() as conn:
             async with conn.transaction():
-                locked = await conn.fetch(db.Q["begin_batch"], list(runner.NAMES))
+                locked = await conn.fetch(db.Q["lock_checkpoints"], list(runner.NAMES))
                 assert [r["name"] for r in locked] == sorted(runner.NAMES)
                 assert tuple(await conn.fetchrow(setting)) == ("off", "force_custom_plan")
             assert tuple(await conn.fetchrow(setting)) == ("on", "auto")
