@@ -29,6 +29,8 @@ SCRIPT = Path(__file__).resolve().parent / "replay.lua"
 TARGET_RATIO, TARGET_P99_MS = 0.60, 50.0
 WARMUP_SECONDS = 3  # each server gets this much load first (its own bodies), not measured
 PATH = "/webhooks/kapso"
+RUNS = ("bare", "kapso_sink", "prototype", "projector_off")  # (a), (b), (c), (d)
+ROUND_RATIOS = ("ratio", "prototype_ratio", "sink_vs_prototype", "projector_off_ratio")
 
 
 def run(args) -> dict:
@@ -71,16 +73,7 @@ def run(args) -> dict:
     figures = sorted(rounds, key=lambda f: f["ratio"])[len(rounds) // 2]
     if len(rounds) > 1:
         figures["rounds"] = [
-            {
-                k: f[k]
-                for k in ("ratio", "prototype_ratio", "sink_vs_prototype", "projector_off_ratio")
-            }
-            | {"ok": f["ok"]}
-            | {
-                "rps": {
-                    x: f[x]["rps"] for x in ("bare", "kapso_sink", "prototype", "projector_off")
-                }
-            }
+            {k: f[k] for k in (*ROUND_RATIOS, "ok")} | {"rps": {x: f[x]["rps"] for x in RUNS}}
             for f in rounds
         ]
         figures["ok"] = all(f["ok"] for f in rounds)
