@@ -353,7 +353,7 @@ def print_table(f: dict) -> None:
     for name, x in (("(a)", a), ("(b)", b), ("(c)", f["prototype"]), ("(d)", f["projector_off"])):
         used = ", ".join(f"{k} {v:.2f}" for k, v in x["cpu_cores"].items())
         print(f"CPU cores used during {name}: {used}")
-    busy = max(a["cpu_cores"]["others"], b["cpu_cores"]["others"])
+    busy = max(f[run]["cpu_cores"]["others"] for run in RUNS)
     if busy > 0.25:
         print(
             f"WARNING: unrelated processes used up to {busy:.2f} cores during the runs; "

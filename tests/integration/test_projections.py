@@ -259,8 +259,6 @@ async def test_projector_keeps_up_with_concurrent_writers(sink):
 
 
 async def test_exactly_one_leader_and_takeover(database):
-    from service import db
-
     pools = [await db.create_pool(database, size=2) for _ in range(2)]
     projectors = [runner.Projector(p, database, poll_interval=0.1) for p in pools]
     stops = [asyncio.Event(), asyncio.Event()]
@@ -366,8 +364,6 @@ async def append_received(conn, prefix: str, count: int) -> None:
 
 async def test_batch_queries_are_planned_for_their_arguments(database):
     """A generic plan cached while `messages` was empty would seq-scan it for ever after."""
-    from service import db
-
     pool = await db.create_pool(database, size=1)
     try:
         async with pool.acquire() as conn:
@@ -388,8 +384,6 @@ async def test_batch_queries_are_planned_for_their_arguments(database):
 async def test_a_batch_sets_its_settings_for_its_own_transaction_only(database):
     """The statement that locks a batch's checkpoints also sets, for that transaction only,
     custom plans and commits without a WAL flush; the connection's own settings stay."""
-    from service import db
-
     pool = await db.create_pool(database, size=1)
     setting = "SELECT current_setting('synchronous_commit'), current_setting('plan_cache_mode')"
     try:
@@ -438,7 +432,6 @@ async def test_a_live_projector_folds_a_steady_stream_in_few_large_batches(datab
     does not chase the head with a batch per handful of events."""
     from datetime import UTC, datetime
 
-    from service import db
     from service.log.writer import LogWriter
     from service.webhooks import kapso
 
@@ -639,8 +632,6 @@ async def test_a_large_batch_hands_the_event_loop_back_while_it_folds(database, 
     """Other tasks run while a batch is folded (the connection reading ahead drains its
     socket meanwhile, so PostgreSQL does not stall), not only when it waits for the database."""
     import dataclasses
-
-    from service import db
 
     made = []
     model = runner.MODELS["messages"]
