@@ -25,7 +25,8 @@ LIMIT $4;
 SELECT * FROM messages WHERE id = $1;
 
 -- name: delivery_metrics
--- Outbound delivery funnel and latencies per phone number and time bucket (UTC).
+-- Outbound delivery funnel and latencies per phone number and time bucket (UTC); latencies
+-- in seconds, rounded to the millisecond (interpolation would otherwise show float noise).
 WITH outbound AS (
     SELECT phone_number_id, sent_at, delivered_at, read_at, failed_at,
            date_trunc($1::text, coalesce(sent_at, failed_at, delivered_at, read_at), 'UTC') AS bucket
@@ -39,14 +40,14 @@ final AS (
     SELECT phone_number_id, bucket,
            count(sent_at) AS sent, count(delivered_at) AS delivered,
            count(read_at) AS read, count(failed_at) AS failed,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
-               FILTER (WHERE delivered_at >= sent_at) AS sent_to_delivered_p50,
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
-               FILTER (WHERE delivered_at >= sent_at) AS sent_to_delivered_p90,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM read_at - delivered_at))
-               FILTER (WHERE read_at >= delivered_at) AS delivered_to_read_p50,
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM read_at - delivered_at))
-               FILTER (WHERE read_at >= delivered_at) AS delivered_to_read_p90
+           round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
+               FILTER (WHERE delivered_at >= sent_at)::numeric, 3)::float8 AS sent_to_delivered_p50,
+           round(percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
+               FILTER (WHERE delivered_at >= sent_at)::numeric, 3)::float8 AS sent_to_delivered_p90,
+           round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM read_at - delivered_at))
+               FILTER (WHERE read_at >= delivered_at)::numeric, 3)::float8 AS delivered_to_read_p50,
+           round(percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM read_at - delivered_at))
+               FILTER (WHERE read_at >= delivered_at)::numeric, 3)::float8 AS delivered_to_read_p90
     FROM outbound
     GROUP BY phone_number_id, bucket
 )

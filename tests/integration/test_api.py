@@ -135,6 +135,21 @@ async def test_delivery_metrics(sink):
     assert [b["phone_number_id"] for b in only["buckets"]] == ["222"]
 
 
+async def test_delivery_latencies_are_rounded_to_the_millisecond(sink):
+    # percentile_cont over 1, 2 and 8 s interpolates to 6.800000000000001 s for p90
+    for i, delay in zip((20, 21, 22), (1, 2, 8), strict=True):
+        for body, event in sent(i, "conv-r", delay, phone="333"):
+            await sink.send(body, event=event)
+    await runner.catch_up(sink.pool)
+    _, doc, _ = await sink.get(
+        "/v1/metrics/delivery?phone_number_id=333"
+        "&since=2025-10-28T00:00:00Z&until=2025-10-29T00:00:00Z&bucket=day"
+    )
+    [bucket] = doc["buckets"]
+    assert bucket["sent_to_delivered_p50"] == 2.0
+    assert bucket["sent_to_delivered_p90"] == 6.8
+
+
 async def test_event_replay_from_any_point(sink):
     for body, event in sent(1, "conv-e") + sent(2, "conv-f"):
         await sink.send(body, event=event)
