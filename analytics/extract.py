@@ -132,6 +132,7 @@ def _read_events(dsn: str, after: int, until: int, root: Path) -> list[Part]:
     conn = connect(dsn)
     parts = EventParts(root)
     try:
+        execute(conn, PG["read_in_position_order"])
         with _cursor(conn) as cur:
             cur.execute(PG["events_range"].format(after=after, until=until))
             for batch in cur.fetch_record_batch():

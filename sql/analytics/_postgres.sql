@@ -14,6 +14,13 @@ SELECT coalesce(max(position), 0)::bigint AS head FROM events;
 -- Where each projection stands, to tell whether the read models moved since the last export.
 SELECT name, position FROM projection_checkpoints ORDER BY name;
 
+-- name: read_in_position_order
+-- For the session that reads event ranges. The log's key (position, received_at) hands rows
+-- over in position order, but the planner discounts the order of a multi-column index (0.75
+-- of the column's correlation) and so prefers a parallel seq scan and an external sort of the
+-- whole range: about 40% more export time on 1M events than the ordered index scan.
+SET enable_sort = off;
+
 -- name: events_range
 -- Log events in (after, until], the jsonb columns as text.
 SELECT position, idem_hash, idempotency_key, kind, event_name, payload_version, batch_index,
