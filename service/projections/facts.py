@@ -61,38 +61,37 @@ INPUT_COLUMNS = (
     "inactive_since",
     "inactivity_minutes",
 )
-(
-    POSITION,
-    RECEIVED_AT,
-    EVENT_NAME,
-    PHONE_NUMBER_ID,
-    CONVERSATION_ID,
-    MESSAGE_ID,
-    UNPARSEABLE,
-    MESSAGE_TS,
-    MESSAGE_TYPE,
-    DIRECTION,
-    ORIGIN,
-    TEMPLATE_NAME,
-    CONTACT_BSUID,
-    CONTACT_PHONE,
-    SENT_AT,
-    DELIVERED_AT,
-    READ_AT,
-    FAILED_AT,
-    ERROR_CODE,
-    ERROR_TITLE,
-    PRICING_CATEGORY,
-    CONV_STATUS,
-    CONV_CREATED_AT,
-    CONV_UPDATED_AT,
-    CONV_LAST_ACTIVE_AT,
-    CONV_PHONE,
-    CONV_BSUID,
-    CONTACT_NAME,
-    INACTIVE_SINCE,
-    INACTIVITY_MINUTES,
-) = range(len(INPUT_COLUMNS))
+_AT = {name: i for i, name in enumerate(INPUT_COLUMNS)}  # bound by name: no order to drift
+POSITION = _AT["position"]
+RECEIVED_AT = _AT["received_at"]
+EVENT_NAME = _AT["event_name"]
+PHONE_NUMBER_ID = _AT["phone_number_id"]
+CONVERSATION_ID = _AT["conversation_id"]
+MESSAGE_ID = _AT["message_id"]
+UNPARSEABLE = _AT["unparseable"]
+MESSAGE_TS = _AT["message_ts"]
+MESSAGE_TYPE = _AT["message_type"]
+DIRECTION = _AT["direction"]
+ORIGIN = _AT["origin"]
+TEMPLATE_NAME = _AT["template_name"]
+CONTACT_BSUID = _AT["contact_bsuid"]
+CONTACT_PHONE = _AT["contact_phone"]
+SENT_AT = _AT["sent_at"]
+DELIVERED_AT = _AT["delivered_at"]
+READ_AT = _AT["read_at"]
+FAILED_AT = _AT["failed_at"]
+ERROR_CODE = _AT["error_code"]
+ERROR_TITLE = _AT["error_title"]
+PRICING_CATEGORY = _AT["pricing_category"]
+CONV_STATUS = _AT["conv_status"]
+CONV_CREATED_AT = _AT["conv_created_at"]
+CONV_UPDATED_AT = _AT["conv_updated_at"]
+CONV_LAST_ACTIVE_AT = _AT["conv_last_active_at"]
+CONV_PHONE = _AT["conv_phone"]
+CONV_BSUID = _AT["conv_bsuid"]
+CONTACT_NAME = _AT["contact_name"]
+INACTIVE_SINCE = _AT["inactive_since"]
+INACTIVITY_MINUTES = _AT["inactivity_minutes"]
 
 
 # parsed values repeat within and across nearby batches; a small bound keeps memory flat

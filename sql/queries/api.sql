@@ -26,7 +26,8 @@ SELECT * FROM messages WHERE id = $1;
 
 -- name: delivery_metrics
 -- Outbound delivery funnel and latencies per phone number and time bucket (UTC); latencies
--- in seconds, rounded to the millisecond (interpolation would otherwise show float noise).
+-- in seconds. Percentiles are interpolated between intervals, exact to the microsecond (over
+-- float seconds they showed noise such as 333.1000000000003).
 WITH outbound AS (
     SELECT phone_number_id, sent_at, delivered_at, read_at, failed_at,
            date_trunc($1::text, coalesce(sent_at, failed_at, delivered_at, read_at), 'UTC') AS bucket
@@ -40,14 +41,14 @@ final AS (
     SELECT phone_number_id, bucket,
            count(sent_at) AS sent, count(delivered_at) AS delivered,
            count(read_at) AS read, count(failed_at) AS failed,
-           round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
-               FILTER (WHERE delivered_at >= sent_at)::numeric, 3)::float8 AS sent_to_delivered_p50,
-           round(percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
-               FILTER (WHERE delivered_at >= sent_at)::numeric, 3)::float8 AS sent_to_delivered_p90,
-           round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM read_at - delivered_at))
-               FILTER (WHERE read_at >= delivered_at)::numeric, 3)::float8 AS delivered_to_read_p50,
-           round(percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM read_at - delivered_at))
-               FILTER (WHERE read_at >= delivered_at)::numeric, 3)::float8 AS delivered_to_read_p90
+           extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY delivered_at - sent_at)
+               FILTER (WHERE delivered_at >= sent_at))::float8 AS sent_to_delivered_p50,
+           extract(epoch FROM percentile_cont(0.9) WITHIN GROUP (ORDER BY delivered_at - sent_at)
+               FILTER (WHERE delivered_at >= sent_at))::float8 AS sent_to_delivered_p90,
+           extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY read_at - delivered_at)
+               FILTER (WHERE read_at >= delivered_at))::float8 AS delivered_to_read_p50,
+           extract(epoch FROM percentile_cont(0.9) WITHIN GROUP (ORDER BY read_at - delivered_at)
+               FILTER (WHERE read_at >= delivered_at))::float8 AS delivered_to_read_p90
     FROM outbound
     GROUP BY phone_number_id, bucket
 )
